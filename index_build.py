@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Build, verify and publish a searchable image collection (FAISS index + parquet metadata + thumbnails).
+
+Examples:
+  python index_build.py --images photos/ --captions captions.csv --out collections/photos
+  python index_build.py --dataset royokong/flickr30k_test --split test --limit 1000 --out collections/flickr
+  python index_build.py --verify collections/photos
+  python index_build.py --images photos/ --out collections/photos --push-to-hub user/photos
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rag.build import BuildOptions, build_collection
+from rag.collection import Collection, data_files
+from rag.errors import RagError
+from rag.hub import push_collection, resolve_collection
+
+DEFAULT_MODEL = "sentence-transformers/clip-ViT-B-32"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = parser.add_argument_group("source (one of --images / --dataset)")
+    src.add_argument("--images", metavar="DIR", help="index every image under DIR, recursively "
+                     "(jpg, jpeg, png, webp, gif, bmp, tif, tiff)")
+    src.add_argument("--captions", metavar="FILE", help="CSV or JSONL mapping a file path (relative to --images) "
+                     "to a caption; several rows per file = several captions; 'label' and other columns kept")
+    src.add_argument("--label-from-folder", action="store_true", help="use each image's parent folder name as label")
+    src.add_argument("--dataset", metavar="NAME_OR_PATH", help="a `datasets` dataset: Hub id, local folder or parquet files")
+    src.add_argument("--config", help="dataset configuration name")
+    src.add_argument("--split", default="train", help="dataset split (default: train)")
+    src.add_argument("--image-column", help="image column (default: the first Image column)")
+    src.add_argument("--caption-column", help="caption column(s), comma-separated; string or list-of-strings columns "
+                     "(default: the first of caption/captions/text/sentences)")
+    src.add_argument("--label-column", help="label column; ClassLabel ints become their names")
+    src.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                     help="keep only dataset rows whose COLUMN equals VALUE (repeatable), e.g. split=test")
+    src.add_argument("--limit", type=int, help="take only the first N rows of the source")
+
+    emb = parser.add_argument_group("embedding")
+    emb.add_argument("--model", default=DEFAULT_MODEL, help=f"sentence-transformers CLIP model (default: {DEFAULT_MODEL})")
+    emb.add_argument("--model-revision", help="revision of --model (recorded in the manifest)")
+    emb.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    emb.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    emb.add_argument("--workers", type=int, default=2, help="threads decoding images while the model runs (default: 2)")
+    emb.add_argument("--caption-missing", action="store_true", help="caption rows that have none with a captioner")
+    emb.add_argument("--captioner-model", default="microsoft/git-base-coco", help="GIT model for --caption-missing")
+
+    idx = parser.add_argument_group("index and output")
+    idx.add_argument("--index-factory", default="Flat", help="FAISS factory string (inner product), or 'auto': "
+                     "Flat up to 250k rows, HNSW32 up to 3M, IVF-PQ beyond (default: Flat)")
+    idx.add_argument("--out", metavar="DIR", help="collection directory to write (built aside, moved in when complete)")
+    idx.add_argument("--resume", action="store_true", help="continue an interrupted build of --out from its saved chunks")
+    idx.add_argument("--chunk-rows", type=int, default=1024, help="rows per committed chunk / parquet file (default: 1024)")
+    idx.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the collection to this dataset repo (created if needed)")
+    hub.add_argument("--private", action="store_true", help="create the dataset repo as private")
+    hub.add_argument("--revision", help="branch to push to, or revision to --verify")
+    hub.add_argument("--verify", metavar="DIR_OR_REPO", help="check a collection and print a summary; non-zero exit if broken")
+    args = parser.parse_args(argv)
+    if not args.verify and bool(args.images) == bool(args.dataset):
+        parser.error("give exactly one source: --images DIR or --dataset NAME (or --verify DIR_OR_REPO)")
+    if not args.verify and not args.out:
+        parser.error("--out DIR is required to build")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    return args
+
+
+def _size(path: Path) -> str:
+    size = float(path.stat().st_size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return ""
+
+
+def verify(spec: str, revision: str | None, token: str | None) -> str:
+    """Load a collection with every check on and return a one-screen summary."""
+    directory = resolve_collection(spec, revision, token)
+    collection = Collection.open(directory, verify_checksums=True)
+    m = collection.manifest
+    shards = data_files(directory)
+    generated = m.generated_captions
+    lines = [
+        f"OK  {spec}" + (f" @ {revision}" if revision else ""),
+        f"rows            {m.rows}",
+        f"model           {m.model_id}" + (f" @ {m.model['revision']}" if m.model.get("revision") else ""),
+        f"dim / metric    {m.dim} / {m.metric}",
+        f"index           {m.index_factory} -> {collection.index_type} ({_size(directory / 'index.faiss')})",
+        f"metadata        {len(shards)} parquet file(s), {_size_total(shards)}; columns: {', '.join(m.columns) or '-'}",
+        f"captions        {m.caption_source}; {generated} generated, {m.rows - generated} from the source",
+        f"labels          {sum(1 for l in collection.all_labels() if l)} rows labelled",
+        f"skipped inputs  {m.skipped.get('count', 0)}",
+        f"source          {m.source.get('kind')}: {m.source.get('name')}",
+        f"built           {m.build.get('time')} in {m.build.get('seconds')} s",
+        f"checksums       {len(m.files)} files verified (sha256)",
+    ]
+    return "\n".join(lines)
+
+
+def _size_total(paths: list[Path]) -> str:
+    total = sum(p.stat().st_size for p in paths)
+    return f"{total / 1024 / 1024:.1f} MB"
+
+
+def make_source(args: argparse.Namespace, token: str | None):
+    from rag.sources import DatasetSource, FolderSource
+
+    if args.images:
+        return FolderSource(args.images, args.captions, args.label_from_folder, args.limit)
+    where = {}
+    for item in args.where:
+        column, sep, value = item.partition("=")
+        if not sep:
+            raise RagError(f"--where expects COLUMN=VALUE, got {item!r}")
+        where[column] = value
+    captions = [c.strip() for c in args.caption_column.split(",")] if args.caption_column else None
+    return DatasetSource(args.dataset, args.config, args.split, args.image_column, captions, args.label_column,
+                         where, args.limit, token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        if args.verify:
+            print(verify(args.verify, args.revision, token))
+            return 0
+        from rag.captioner import GitCaptioner
+        from rag.encoder import Encoder
+
+        source = make_source(args, token)
+        print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)
+        encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
+        captioner = GitCaptioner(args.captioner_model, encoder, args.device, token) if args.caption_missing else None
+        options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
+                               chunk_rows=args.chunk_rows, progress=not args.no_progress,
+                               caption_missing=args.caption_missing)
+        manifest = build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner)
+        print(f"wrote {args.out}: {manifest.rows} rows, {manifest.skipped['count']} skipped, "
+              f"index {manifest.index_factory}, {manifest.build['seconds']} s")
+        if args.push_to_hub:
+            url = push_collection(Path(args.out), args.push_to_hub, private=args.private, revision=args.revision, token=token)
+            print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} ({url})")
+        return 0
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run again with --resume to continue from the saved chunks", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Build a collection: source items -> (decode in threads) -> embeddings -> parquet + FAISS, atomically.
+
+Reader -> mapper -> writer, as in clip-retrieval: worker threads decode, thumbnail and preprocess the next
+batches while the main thread runs the model on the current one. Work is committed in chunks inside
+``<out>.partial/`` so an interrupted build can ``resume`` without encoding those rows again; the finished
+collection appears at ``out`` by one rename, never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .collection import DATA_DIR, Manifest, rows_to_table, seal_collection, write_table
+from .encoder import Encoder
+from .errors import CollectionError, InvalidInput
+from . import images as image_limits
+from .images import load_image, thumbnail_bytes
+from .index import auto_factory, build_index, default_search_params
+from .sources import Source, SourceItem
+
+log = logging.getLogger(__name__)
+
+CHUNKS_DIR = "chunks"
+BUILD_STATE = "build.json"
+MAX_SKIPPED_LISTED = 1000
+DRAFT_SIZE = 448  # JPEGs are decoded at reduced scale when this still covers the model and thumbnail sizes
+
+
+class CaptionWriter(Protocol):
+    """Anything that writes one caption per image (rag.captioner implements it)."""
+
+    model_id: str
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+
+
+@dataclass
+class BuildOptions:
+    """Knobs of one build; the ones that change the result are part of the resume fingerprint."""
+
+    index_factory: str = "Flat"
+    batch_size: int = 32
+    workers: int = 2
+    chunk_rows: int = 1024
+    progress: bool = True
+    caption_missing: bool = False
+
+
+@dataclass
+class _Batch:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    features: dict[str, Any] | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    source_end: int = 0
+
+
+def _decode(item: SourceItem) -> Image.Image:
+    if isinstance(item.image, (str, Path)) or isinstance(item.image, bytes):
+        return load_image(_draft(item.image))
+    return load_image(item.image)
+
+
+def _draft(source: Any) -> Any:
+    """Open a JPEG in draft mode so libjpeg decodes it at a reduced scale (much faster, same result at 224 px)."""
+    import io
+
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Exception:
+        return source  # load_image will report why
+    if image.width * image.height > image_limits.MAX_PIXELS:
+        return source  # refused by load_image at its real size, before any decoding
+    if image.format == "JPEG":
+        image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
+    return image
+
+
+def _prepare(items: list[SourceItem], encoder: Encoder, keep_images: bool) -> _Batch:
+    """Worker-thread stage: decode, thumbnail and preprocess a batch; bad files become skip records."""
+    batch = _Batch(source_end=items[-1].position + 1 if items else 0)
+    good: list[Image.Image] = []
+    for item in items:
+        try:
+            image = _decode(item)
+        except InvalidInput as exc:
+            log.warning("skipping %s: %s", item.source, exc)
+            batch.skipped.append({"source": item.source, "reason": str(exc)})
+            continue
+        good.append(image)
+        batch.rows.append(
+            {
+                "thumbnail": thumbnail_bytes(image),
+                "captions": item.captions,
+                "label": item.label,
+                "source": item.source,
+                "extra": item.extra,
+            }
+        )
+    if good:
+        batch.features = encoder.preprocess_images(good)
+        if keep_images:
+            batch.images = good
+    return batch
+
+
+def _batched(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem]]:
+    batch: list[SourceItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _prepared_batches(
+    source: Source, start: int, encoder: Encoder, options: BuildOptions, keep_images: bool
+) -> Iterator[_Batch]:
+    """Yield prepared batches in order while up to ``workers + 1`` more are being prepared in threads."""
+    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="decode") as pool:
+        pending: deque[Future] = deque()
+        for items in _batched(source.items(start), options.batch_size):
+            pending.append(pool.submit(_prepare, items, encoder, keep_images))
+            if len(pending) > options.workers + 1:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class _Chunks:
+    """Committed chunks of a partial build: vectors (.npy), a metadata shard and a json record each."""
+
+    def __init__(self, partial: Path) -> None:
+        self.partial = partial
+        self.folder = partial / CHUNKS_DIR
+        self.records: list[dict[str, Any]] = []
+        for path in sorted(self.folder.glob("*.json")):
+            self.records.append(json.loads(path.read_text()))
+
+    @property
+    def rows(self) -> int:
+        return sum(r["rows"] for r in self.records)
+
+    @property
+    def source_end(self) -> int:
+        return self.records[-1]["source_end"] if self.records else 0
+
+    def commit(self, vectors: np.ndarray, rows: list[dict[str, Any]], skipped: list, source_end: int,
+               extra_columns: list[str], generated: int) -> None:
+        number = len(self.records)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.partial / DATA_DIR).mkdir(parents=True, exist_ok=True)
+        np.save(self.folder / f"{number:05d}.npy", vectors)
+        if rows:
+            write_table(rows_to_table(rows, self.rows, extra_columns), self.partial / DATA_DIR / f"metadata-{number:05d}.parquet")
+        record = {"rows": len(rows), "source_end": source_end, "skipped": skipped, "generated": generated}
+        tmp = self.folder / f"{number:05d}.json.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.folder / f"{number:05d}.json")  # the chunk exists once this file does
+        self.records.append(record)
+
+    def vectors(self, dim: int) -> np.ndarray:
+        parts = [np.load(self.folder / f"{n:05d}.npy") for n in range(len(self.records))]
+        parts = [p for p in parts if len(p)]
+        return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+
+
+def _fingerprint(source: Source, encoder: Encoder, options: BuildOptions, captioner: CaptionWriter | None) -> dict:
+    return {
+        "source": source.describe(),
+        "model": {"id": encoder.model_id, "revision": encoder.revision},
+        "caption_missing": bool(options.caption_missing),
+        "captioner": getattr(captioner, "model_id", None),
+        "chunk_rows": options.chunk_rows,
+    }
+
+
+def build_collection(
+    source: Source,
+    out_dir: str | Path,
+    encoder: Encoder,
+    options: BuildOptions | None = None,
+    resume: bool = False,
+    captioner: CaptionWriter | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Manifest:
+    """Encode every usable image of ``source`` and write a complete collection at ``out_dir``."""
+    options = options or BuildOptions()
+    out = Path(out_dir)
+    partial = out.with_name(out.name + ".partial")
+    fingerprint = _fingerprint(source, encoder, options, captioner)
+    if partial.exists():
+        state_path = partial / BUILD_STATE
+        previous = json.loads(state_path.read_text()) if state_path.exists() else None
+        if not resume:
+            log.warning("removing the unfinished build at %s (pass --resume to continue it instead)", partial)
+            shutil.rmtree(partial)
+        elif previous != fingerprint:
+            raise CollectionError(
+                f"Cannot resume: {partial} was started with different settings ({previous}); "
+                "delete it or run without --resume."
+            )
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / BUILD_STATE).write_text(json.dumps(fingerprint))
+    chunks = _Chunks(partial)
+    started = time.perf_counter()
+    total = len(source)
+    bar = tqdm(total=total, initial=chunks.source_end, unit="img", desc="encoding", disable=not options.progress,
+               dynamic_ncols=True)
+    keep_images = options.caption_missing and captioner is not None
+    pending_rows: list[dict[str, Any]] = []
+    pending_vectors: list[np.ndarray] = []
+    pending_skipped: list[dict[str, str]] = []
+    pending_images: list[Image.Image] = []
+    source_end = chunks.source_end
+
+    def flush() -> None:
+        nonlocal pending_rows, pending_vectors, pending_skipped, pending_images
+        generated = 0
+        if keep_images:
+            missing = [i for i, row in enumerate(pending_rows) if not row["captions"]]
+            if missing:
+                texts = captioner.caption([pending_images[i] for i in missing])
+                for i, text in zip(missing, texts):
+                    pending_rows[i]["captions"] = [text]
+                    pending_rows[i]["captions_generated"] = True
+                generated = len(missing)
+        vectors = np.concatenate(pending_vectors) if pending_vectors else np.zeros((0, encoder.dim), np.float32)
+        chunks.commit(vectors, pending_rows, pending_skipped, source_end, source.extra_columns, generated)
+        pending_rows, pending_vectors, pending_skipped, pending_images = [], [], [], []
+
+    try:
+        for batch in _prepared_batches(source, chunks.source_end, encoder, options, keep_images):
+            if batch.features is not None:
+                pending_vectors.append(encoder.embed_features(batch.features))
+            pending_rows.extend(batch.rows)
+            pending_images.extend(batch.images)
+            pending_skipped.extend(batch.skipped)
+            source_end = batch.source_end
+            bar.update(len(batch.rows) + len(batch.skipped))
+            if on_progress:
+                on_progress(source_end, total)
+            if len(pending_rows) >= options.chunk_rows:
+                flush()
+        if pending_rows or pending_skipped:
+            flush()
+    finally:
+        bar.close()
+    return _finish(source, encoder, options, chunks, partial, out, started, captioner)
+
+
+def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: _Chunks, partial: Path, out: Path,
+            started: float, captioner: CaptionWriter | None) -> Manifest:
+    """Build the index, write manifest and card, then move the collection into place in one rename."""
+    skipped = [s for r in chunks.records for s in r["skipped"]]
+    rows = chunks.rows
+    if rows == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CollectionError(
+            f"No usable image in the source ({len(skipped)} unreadable of {len(source)}); nothing was written."
+        )
+    vectors = chunks.vectors(encoder.dim)
+    factory = options.index_factory
+    if factory == "auto":
+        factory = auto_factory(rows, encoder.dim)
+    index = build_index(vectors, factory)
+    generated = sum(r["generated"] for r in chunks.records)
+    caption_source = source.caption_source
+    if generated:
+        caption_source += f"; missing captions generated by {captioner.model_id}"
+    manifest = Manifest(
+        model={"id": encoder.model_id, "revision": encoder.revision},
+        dim=encoder.dim,
+        rows=rows,
+        index_factory=factory,
+        search_params=default_search_params(factory),
+        source=source.describe(),
+        caption_source=caption_source,
+        generated_captions=generated,
+        columns=source.extra_columns,
+        skipped={"count": len(skipped), "items": skipped[:MAX_SKIPPED_LISTED]},
+        build={
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 2),
+            "batch_size": options.batch_size,
+        },
+    )
+    seal_collection(partial, index, manifest)
+    shutil.rmtree(partial / CHUNKS_DIR)
+    (partial / BUILD_STATE).unlink()
+    _move_into_place(partial, out)
+    return manifest
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Replace ``out`` with the finished build; an old collection is removed only after the new one is there."""
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, out)

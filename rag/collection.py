@@ -1,0 +1,362 @@
+"""The on-disk collection (format 1): manifest + FAISS index + parquet metadata with thumbnails.
+
+Vector ``i`` of ``index.faiss`` is row ``i`` of the concatenated ``data/metadata-*.parquet`` files.
+Loading validates everything up front so a bad collection fails at start-up with one clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CollectionError
+from .index import describe_index, load_index
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+CARD_FILE = "README.md"
+DATA_DIR = "data"
+ROW_GROUP_SIZE = 128
+BASE_COLUMNS = ("id", "image", "captions", "label", "source", "captions_generated")
+HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class Manifest:
+    """What ``manifest.json`` records: how the collection was built and what its files must hash to."""
+
+    model: dict[str, Any]
+    dim: int
+    rows: int
+    index_factory: str
+    index_type: str = ""
+    search_params: str = ""
+    metric: str = "inner_product"
+    source: dict[str, Any] = field(default_factory=dict)
+    caption_source: str = "none"
+    generated_captions: int = 0
+    columns: list[str] = field(default_factory=list)
+    skipped: dict[str, Any] = field(default_factory=lambda: {"count": 0, "items": []})
+    build: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        """Parse ``manifest.json``; an unknown format version or a missing field is a CollectionError."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise CollectionError(f"{path.parent} is not a collection: it has no {MANIFEST}.") from exc
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"{path} is not valid JSON: {exc}") from exc
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CollectionError(
+                f"Collection format version {version!r} is not supported (this app reads version {FORMAT_VERSION}); "
+                "rebuild it with this version of index_build.py."
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CollectionError(f"{path} is missing or has unknown fields: {exc}") from exc
+
+    @property
+    def model_id(self) -> str:
+        return str(self.model.get("id"))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def metadata_schema(extra_columns: Sequence[str]) -> pa.Schema:
+    """The parquet schema, with the HF ``datasets`` features so the Hub viewer shows ``image`` as images."""
+    features = datasets.Features(
+        {
+            "id": datasets.Value("int64"),
+            "image": datasets.Image(),
+            "captions": datasets.List(datasets.Value("string")),
+            "label": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "captions_generated": datasets.Value("bool"),
+            **{name: datasets.Value("string") for name in extra_columns},
+        }
+    )
+    return features.arrow_schema
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]], first_id: int, extra_columns: Sequence[str]) -> pa.Table:
+    """Turn builder rows (thumbnail bytes, captions, label, source, extras) into a table with ids from ``first_id``."""
+    schema = metadata_schema(extra_columns)
+    columns: dict[str, list[Any]] = {
+        "id": list(range(first_id, first_id + len(rows))),
+        "image": [{"bytes": row["thumbnail"], "path": None} for row in rows],
+        "captions": [list(row.get("captions") or []) for row in rows],
+        "label": [row.get("label") for row in rows],
+        "source": [str(row["source"]) for row in rows],
+        "captions_generated": [bool(row.get("captions_generated", False)) for row in rows],
+    }
+    for name in extra_columns:
+        columns[name] = [_as_text(row.get("extra", {}).get(name)) for row in rows]
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write one metadata shard atomically (temporary name, then rename)."""
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    os.replace(tmp, path)
+
+
+def dataset_card(manifest: Manifest) -> str:
+    """The dataset repo's README: YAML ``configs`` pointing at the parquet files, then how it was built."""
+    source = manifest.source
+    source_text = source.get("name", "?")
+    if source.get("split"):
+        source_text += f" (split `{source['split']}`" + (f", config `{source['config']}`" if source.get("config") else "") + ")"
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: {DATA_DIR}/metadata-*.parquet
+tags:
+- image-retrieval
+- clip
+- faiss
+---
+# Image collection for multimodal RAG
+
+A searchable image collection built with `index_build.py` of the multimodal RAG Space.
+
+| | |
+| --- | --- |
+| rows | {manifest.rows} |
+| embedding model | `{manifest.model_id}` (revision `{manifest.model.get('revision') or 'main'}`), {manifest.dim}-d, L2-normalised |
+| index | `{manifest.index_factory}` ({manifest.index_type}), inner product = cosine similarity |
+| source | {source.get('kind', '?')}: {source_text} |
+| captions | {manifest.caption_source}; {manifest.generated_captions} rows captioned by a model |
+| skipped inputs | {manifest.skipped.get('count', 0)} |
+| built | {manifest.build.get('time', '?')} |
+
+Files: `manifest.json` (format version {manifest.format_version}, checksums), `index.faiss` (vector *i* is
+row *i*), `data/metadata-*.parquet` with `id`, `image` (thumbnail), `captions`, `label`, `source`,
+`captions_generated` and passed-through columns ({', '.join(manifest.columns) or 'none'}).
+
+Load the metadata with `datasets.load_dataset("<this repo>")`; serve it by setting `RAG_COLLECTION` on the Space.
+"""
+
+
+def seal_collection(directory: Path, index: Any, manifest: Manifest) -> Manifest:
+    """Write the index, checksums, manifest and dataset card next to the metadata shards already in place."""
+    from .index import describe_index, save_index
+
+    save_index(index, directory / INDEX_FILE)
+    manifest.index_type = describe_index(index)
+    names = [INDEX_FILE] + [f"{DATA_DIR}/{p.name}" for p in data_files(directory)]
+    manifest.files = {name: sha256_file(directory / name) for name in names}
+    (directory / CARD_FILE).write_text(dataset_card(manifest), encoding="utf-8")
+    (directory / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def data_files(directory: Path) -> list[Path]:
+    """The metadata shards in row order."""
+    return sorted((directory / DATA_DIR).glob("metadata-*.parquet"))
+
+
+class Collection:
+    """A loaded, validated collection: the index for search, metadata rows and thumbnails by row id."""
+
+    def __init__(self, directory: Path, manifest: Manifest, index: Any, table: pa.Table, shards: list[Path]):
+        self.directory = directory
+        self.manifest = manifest
+        self.index = index
+        self._table = table
+        self._shards = shards
+        self._row_groups: list[tuple[int, int, int, int]] = []  # (first row, last row+1, shard no, group no)
+        start = 0
+        for shard_no, shard in enumerate(shards):
+            meta = pq.ParquetFile(shard).metadata
+            for group in range(meta.num_row_groups):
+                count = meta.row_group(group).num_rows
+                self._row_groups.append((start, start + count, shard_no, group))
+                start += count
+        self._group_starts = np.array([g[0] for g in self._row_groups], dtype=np.int64)
+        self._extra_columns = [c for c in table.column_names if c not in BASE_COLUMNS]
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        expected_model: str | None = None,
+        verify_checksums: bool = True,
+        verified_stamp_dir: Path | None = None,
+    ) -> "Collection":
+        """Validate and load a collection directory, or raise CollectionError naming the first problem."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CollectionError(f"Collection directory {directory} does not exist.")
+        manifest = Manifest.read(directory / MANIFEST)
+        if expected_model and expected_model != manifest.model_id:
+            raise CollectionError(
+                f"The collection was built with {manifest.model_id!r} but the app is configured with "
+                f"{expected_model!r}; queries would land in a different embedding space."
+            )
+        for relative in manifest.files:
+            if not (directory / relative).is_file():
+                raise CollectionError(f"The collection is missing {relative} (listed in {MANIFEST}).")
+        if verify_checksums:
+            verify_files(directory, manifest, verified_stamp_dir)
+        shards = [directory / rel for rel in sorted(manifest.files) if rel.startswith(f"{DATA_DIR}/")]
+        found = data_files(directory)
+        if [p.name for p in found] != [p.name for p in shards]:
+            raise CollectionError(
+                f"{DATA_DIR}/ holds {len(found)} metadata files but {MANIFEST} lists {len(shards)}."
+            )
+        if not shards:
+            raise CollectionError(f"The collection has no {DATA_DIR}/metadata-*.parquet files.")
+        index = load_index(directory / INDEX_FILE, manifest.search_params)
+        if index.d != manifest.dim:
+            raise CollectionError(f"The index has dimension {index.d} but {MANIFEST} says {manifest.dim}.")
+        try:
+            columns = [c for c in pq.read_schema(shards[0]).names if c != "image"]
+            table = pq.read_table(shards, columns=columns, memory_map=True) if len(shards) > 1 else pq.read_table(
+                shards[0], columns=columns, memory_map=True
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise CollectionError(f"The metadata parquet files cannot be read: {exc}") from exc
+        if not (index.ntotal == table.num_rows == manifest.rows):
+            raise CollectionError(
+                f"Row counts disagree: index has {index.ntotal} vectors, metadata has {table.num_rows} rows, "
+                f"{MANIFEST} says {manifest.rows}."
+            )
+        return cls(directory, manifest, index, table, shards)
+
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    @property
+    def extra_columns(self) -> list[str]:
+        return list(self._extra_columns)
+
+    @property
+    def index_type(self) -> str:
+        return describe_index(self.index)
+
+    def rows(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Metadata rows (captions, label, source, generated flag, extra columns) for row ids, in order."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        for i in ids:
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {i} is outside the collection (0..{len(self) - 1})")
+        picked = self._table.take(pa.array(ids, type=pa.int64())).to_pylist()
+        out = []
+        for row in picked:
+            out.append(
+                {
+                    "id": row["id"],
+                    "captions": row["captions"] or [],
+                    "label": row["label"],
+                    "source": row["source"],
+                    "captions_generated": bool(row["captions_generated"]),
+                    "metadata": {name: row[name] for name in self._extra_columns},
+                }
+            )
+        return out
+
+    def all_captions(self) -> list[list[str]]:
+        """Every row's captions (for evaluation)."""
+        return [c or [] for c in self._table.column("captions").to_pylist()]
+
+    def all_labels(self) -> list[str | None]:
+        """Every row's label (for evaluation)."""
+        return self._table.column("label").to_pylist()
+
+    def thumbnail(self, row_id: int) -> bytes:
+        """The stored JPEG thumbnail of one row, read from its parquet row group only."""
+        if not 0 <= row_id < len(self):
+            raise IndexError(f"row {row_id} is outside the collection")
+        position = int(np.searchsorted(self._group_starts, row_id, side="right") - 1)
+        start, _, shard_no, group = self._row_groups[position]
+        column = pq.ParquetFile(self._shards[shard_no]).read_row_group(group, columns=["image"]).column("image")
+        return column[row_id - start].as_py()["bytes"]
+
+    def thumbnail_path(self, row_id: int, cache_dir: Path) -> Path:
+        """A file holding the row's thumbnail, cached on disk so galleries stream files."""
+        folder = Path(cache_dir) / "thumbnails" / self.fingerprint
+        path = folder / f"{row_id}.jpg"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
+            tmp.write_bytes(self.thumbnail(row_id))
+            os.replace(tmp, path)
+        return path
+
+    @property
+    def fingerprint(self) -> str:
+        """A short id of this collection's content (the index checksum), for cache folders."""
+        return self.manifest.files.get(INDEX_FILE, "unknown")[:16]
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors (exact for Flat indexes; reconstructed for others where FAISS supports it)."""
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
+
+def verify_files(directory: Path, manifest: Manifest, stamp_dir: Path | None = None) -> None:
+    """Check every listed file's sha256; a stamp (path, size, mtime) lets an unchanged collection skip rehashing."""
+    stamp_path = None
+    state = {rel: _file_state(directory / rel) for rel in manifest.files}
+    if stamp_dir is not None:
+        key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
+        stamp_path = Path(stamp_dir) / f"{key}.json"
+        try:
+            if json.loads(stamp_path.read_text()) == {"files": manifest.files, "state": state}:
+                return
+        except (OSError, ValueError):
+            pass
+    for relative, expected in manifest.files.items():
+        actual = sha256_file(directory / relative)
+        if actual != expected:
+            raise CollectionError(
+                f"{relative} does not match its checksum in {MANIFEST} (expected {expected[:12]}..., "
+                f"found {actual[:12]}...): the file is corrupt or was changed after the build."
+            )
+    if stamp_path is not None:
+        stamp_path.parent.mkdir(parents=True, exist_ok=True)
+        stamp_path.write_text(json.dumps({"files": manifest.files, "state": state}))
+
+
+def _file_state(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]

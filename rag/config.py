@@ -1,0 +1,51 @@
+"""One Settings object read from the RAG_* environment variables (the Space's variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CAPTIONER_CHOICES = ("auto", "git", "qwen2-vl")
+DEFAULT_CAPTIONER_MODELS = {"git": "microsoft/git-base-coco", "qwen2-vl": "Qwen/Qwen2-VL-2B-Instruct"}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def default_cache_dir() -> Path:
+    """Where thumbnails and locally built collections live (``RAG_CACHE_DIR``, else ``~/.cache/rag-space``)."""
+    return Path(_env("RAG_CACHE_DIR") or Path.home() / ".cache" / "rag-space")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs to start; a duplicated Space only sets ``RAG_COLLECTION``."""
+
+    collection: str | None = None
+    revision: str | None = None
+    text_model: str | None = None
+    captioner: str = "auto"
+    captioner_model: str | None = None
+    hf_token: str | None = field(default=None, repr=False)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    device: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Read ``RAG_COLLECTION``, ``RAG_REVISION``, ``RAG_TEXT_MODEL``, ``RAG_CAPTIONER``, ... and ``HF_TOKEN``."""
+        captioner = (_env("RAG_CAPTIONER") or "auto").lower()
+        if captioner not in CAPTIONER_CHOICES:
+            raise ValueError(f"RAG_CAPTIONER must be one of {', '.join(CAPTIONER_CHOICES)}, not {captioner!r}")
+        return cls(
+            collection=_env("RAG_COLLECTION"),
+            revision=_env("RAG_REVISION"),
+            text_model=_env("RAG_TEXT_MODEL"),
+            captioner=captioner,
+            captioner_model=_env("RAG_CAPTIONER_MODEL"),
+            hf_token=_env("HF_TOKEN"),
+            cache_dir=default_cache_dir(),
+            device=_env("RAG_DEVICE"),
+        )

@@ -1,0 +1,255 @@
+"""The RAG flow in one place: search_text, search_image, similar_to, describe and info.
+
+The app, the evaluation and the benchmarks all call this; none re-implements search or prompting.
+Every user-facing failure is an InvalidInput (bad request) or RagError (service problem) with a readable message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .captioner import load_captioner
+from .collection import Collection
+from .config import Settings
+from .encoder import MAX_QUERY_CHARS, Encoder
+from .errors import InvalidInput, RagError
+from .hub import resolve_collection
+from .images import ImageInput, load_image
+from .index import search as index_search
+
+log = logging.getLogger(__name__)
+
+MAX_K = 50
+MAX_CONTEXT_K = 20
+MAX_QUESTION_CHARS = 500
+
+
+@dataclass
+class Hit:
+    """One retrieved row: id, cosine score, captions, label, passed-through metadata and a thumbnail file."""
+
+    id: int
+    score: float
+    captions: list[str]
+    label: str | None
+    metadata: dict[str, Any]
+    thumbnail: str
+    source: str = ""
+    captions_generated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (what the API returns)."""
+        return asdict(self)
+
+
+@dataclass
+class Description:
+    """What describe() returns: the text, the neighbours used as context and the exact prompt/context."""
+
+    text: str
+    context: list[Hit]
+    prompt: str
+    captioner: str
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "context": [h.to_dict() for h in self.context],
+            "prompt": self.prompt,
+            "captioner": self.captioner,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_k(k: Any, low: int = 1, high: int = MAX_K, what: str = "k") -> int:
+    """An integer k in [low, high], or InvalidInput saying the allowed range."""
+    try:
+        value = int(k)
+        if value != float(k):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} must be a whole number between {low} and {high}, not {k!r}.") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{what} must be between {low} and {high}; got {value}.")
+    return value
+
+
+def check_query(query: Any) -> str:
+    """A non-empty text query of reasonable length."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("Type a text query: it is empty.")
+    query = " ".join(query.split())
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(
+            f"The query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,} "
+            "(CLIP reads only the first ~77 tokens anyway)."
+        )
+    return query
+
+
+@dataclass
+class Pipeline:
+    """A loaded collection, its encoder and (optionally) a captioner."""
+
+    collection: Collection
+    encoder: Encoder
+    cache_dir: Path
+    captioner: Any = None
+    name: str = ""
+    revision: str | None = None
+    text_model: str | None = None
+    load_seconds: float = 0.0
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        collection_dir: Path | None = None,
+        with_captioner: bool = True,
+        status: Callable[[str], None] = log.info,
+    ) -> "Pipeline":
+        """Resolve and validate the collection, load the encoder named in its manifest, then the captioner."""
+        started = time.perf_counter()
+        if collection_dir is None:
+            if not settings.collection:
+                raise RagError("No collection configured: set the RAG_COLLECTION variable (a dataset repo id or folder).")
+            status(f"loading collection {settings.collection}")
+            collection_dir = resolve_collection(settings.collection, settings.revision, settings.hf_token)
+        collection = Collection.open(collection_dir, verified_stamp_dir=settings.cache_dir / "verified")
+        model = collection.manifest.model
+        status(f"loading embedding model {model['id']}")
+        encoder = Encoder(
+            model["id"], revision=model.get("revision"), text_model_id=settings.text_model,
+            device=settings.device, token=settings.hf_token,
+        )
+        if encoder.dim != collection.manifest.dim:
+            raise RagError(
+                f"The embedding model gives {encoder.dim}-d vectors but the collection index is {collection.manifest.dim}-d."
+            )
+        captioner = None
+        if with_captioner:
+            status("loading captioner")
+            captioner = load_captioner(
+                settings.captioner, settings.captioner_model, encoder, device=settings.device, token=settings.hf_token
+            )
+        return cls(
+            collection=collection,
+            encoder=encoder,
+            cache_dir=settings.cache_dir,
+            captioner=captioner,
+            name=settings.collection or str(collection_dir),
+            revision=settings.revision,
+            text_model=settings.text_model,
+            load_seconds=time.perf_counter() - started,
+        )
+
+    # -- retrieval -----------------------------------------------------------------------------------
+
+    def search_vectors(self, vectors: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:
+        """Top-k hits per query vector, dropping excluded row ids and FAISS padding (-1)."""
+        excluded = {int(i) for i in exclude}
+        scores, ids = index_search(self.collection.index, vectors, k + len(excluded))
+        results = []
+        for row_scores, row_ids in zip(scores, ids):
+            pairs = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0 and int(i) not in excluded][:k]
+            results.append(self._hits(pairs))
+        return results
+
+    def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
+        rows = self.collection.rows([i for i, _ in pairs])
+        return [
+            Hit(
+                id=row["id"],
+                score=round(score, 6),
+                captions=row["captions"],
+                label=row["label"],
+                metadata=row["metadata"],
+                thumbnail=str(self.collection.thumbnail_path(row["id"], self.cache_dir)),
+                source=row["source"],
+                captions_generated=row["captions_generated"],
+            )
+            for row, (_, score) in zip(rows, pairs)
+        ]
+
+    def search_text(self, query: str, k: int = 10) -> list[Hit]:
+        """Images best matching a text query (any language the text encoder reads)."""
+        query = check_query(query)
+        k = check_k(k)
+        return self.search_vectors(self.encoder.encode_texts([query]), k)[0]
+
+    def search_image(self, image: ImageInput, k: int = 10) -> list[Hit]:
+        """Images most similar to an uploaded image."""
+        k = check_k(k)
+        if image is None:
+            raise InvalidInput("Upload an image first.")
+        vector = self.encoder.encode_images([load_image(image)])
+        return self.search_vectors(vector, k)[0]
+
+    def similar_to(self, row_id: int, k: int = 10) -> list[Hit]:
+        """"More like this": neighbours of a row already in the collection, itself excluded."""
+        k = check_k(k)
+        row_id = check_k(row_id, 0, len(self.collection) - 1, "row id")
+        try:
+            vector = self.collection.index.reconstruct(row_id)[None, :]
+        except RuntimeError:  # indexes without a direct map (IVF-PQ): re-encode the stored thumbnail
+            vector = self.encoder.encode_images([load_image(self.collection.thumbnail(row_id))])
+        return self.search_vectors(vector, k, exclude=[row_id])[0]
+
+    # -- generation ----------------------------------------------------------------------------------
+
+    def describe(
+        self, image: ImageInput, question: str | None = None, k: int = 5, exclude: Sequence[int] = ()
+    ) -> Description:
+        """Describe an image with the captions of its k nearest neighbours as context (k=0: no retrieval)."""
+        if self.captioner is None:
+            raise RagError("No captioner is loaded in this Space (see RAG_CAPTIONER).")
+        k = check_k(k, 0, MAX_CONTEXT_K, "context size k")
+        if image is None:
+            raise InvalidInput("Upload an image to describe.")
+        if question is not None and not isinstance(question, str):
+            raise InvalidInput("The question must be text.")
+        question = " ".join((question or "").split()) or None
+        if question and len(question) > MAX_QUESTION_CHARS:
+            raise InvalidInput(f"The question is {len(question):,} characters; the limit is {MAX_QUESTION_CHARS}.")
+        picture = load_image(image)
+        started = time.perf_counter()
+        context: list[Hit] = []
+        if k > 0:
+            context = self.search_vectors(self.encoder.encode_images([picture]), k, exclude=exclude)[0]
+        result = self.captioner.describe(picture, context, question)
+        return Description(
+            text=result.text,
+            context=context,
+            prompt=result.prompt,
+            captioner=f"{self.captioner.kind} ({self.captioner.model_id})",
+            seconds=time.perf_counter() - started,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What the footer and /info show: collection, revision, rows, models, index, captioner."""
+        manifest = self.collection.manifest
+        return {
+            "collection": self.name,
+            "revision": self.revision or "main",
+            "rows": len(self.collection),
+            "embedding_model": manifest.model_id,
+            "text_model": self.text_model or manifest.model_id,
+            "dim": manifest.dim,
+            "index": f"{manifest.index_factory} ({self.collection.index_type})",
+            "caption_source": manifest.caption_source,
+            "captioner": f"{self.captioner.kind} ({self.captioner.model_id})" if self.captioner else None,
+            "device": self.encoder.device,
+            "built": manifest.build.get("time"),
+            "skipped_at_build": manifest.skipped.get("count", 0),
+            "columns": self.collection.extra_columns,
+            "load_seconds": round(self.load_seconds, 2),
+            **self.extra_info,
+        }

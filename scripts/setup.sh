@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install the Space's requirements; with --dev also the test tools and Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+python -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
+python -m pip install --quiet -r requirements.txt
+if [ "${1:-}" = "--dev" ]; then
+  python -m pip install --quiet -r requirements-dev.txt
+  if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null || true
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+fi
