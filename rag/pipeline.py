@@ -153,15 +153,30 @@ class Pipeline:
 
     # -- retrieval -----------------------------------------------------------------------------------
 
-    def search_vectors(self, vectors: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:
-        """Top-k hits per query vector, dropping excluded row ids and FAISS padding (-1)."""
+    def search_ids(
+        self, vectors: np.ndarray, k: int, exclude: Sequence[int] = (), exclude_each: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query vector, -1 padded; ``exclude`` drops ids for all queries,
+        ``exclude_each[i]`` drops one id (e.g. the query's own row) for query i only. No rows are read."""
         excluded = {int(i) for i in exclude}
-        scores, ids = index_search(self.collection.index, vectors, k + len(excluded))
-        results = []
-        for row_scores, row_ids in zip(scores, ids):
-            pairs = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0 and int(i) not in excluded][:k]
-            results.append(self._hits(pairs))
-        return results
+        extra = len(excluded) + (exclude_each is not None)
+        scores, ids = index_search(self.collection.index, vectors, k + extra)
+        out_scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(ids), k), -1, dtype=np.int64)
+        for q, (row_scores, row_ids) in enumerate(zip(scores, ids)):
+            own = int(exclude_each[q]) if exclude_each is not None else None
+            keep = [j for j, i in enumerate(row_ids) if i >= 0 and int(i) not in excluded and int(i) != own][:k]
+            out_scores[q, : len(keep)] = row_scores[keep]
+            out_ids[q, : len(keep)] = row_ids[keep]
+        return out_scores, out_ids
+
+    def search_vectors(self, vectors: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:
+        """Top-k hits (rows and thumbnails) per query vector, excluded row ids dropped."""
+        scores, ids = self.search_ids(vectors, k, exclude)
+        return [
+            self._hits([(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0])
+            for row_scores, row_ids in zip(scores, ids)
+        ]
 
     def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
         rows = self.collection.rows([i for i, _ in pairs])

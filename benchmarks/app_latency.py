@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Latency of each Space endpoint through gradio_client, next to the bare pipeline call, in one run.
+
+Offline: builds (or reuses, with --models DIR) the tiny test models and a collection of generated shapes,
+serves app.py on localhost, then times N calls per endpoint both ways and prints a Markdown table.
+The difference is what Gradio adds: queue, (de)serialisation, upload of the query image and, with the
+client's default download_files, one HTTP GET per result thumbnail (the last column skips those).
+
+    HF_HUB_OFFLINE=1 python benchmarks/app_latency.py [--calls 20] [--k 10] [--models /tmp/tiny-models]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import argparse
+import functools
+import logging
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from gradio_client import Client, handle_file
+
+import app
+from rag.config import Settings
+from rag.pipeline import Pipeline
+
+
+def _models(folder: Path) -> tuple[str, str]:
+    from tiny_models import make_tiny_clip, make_tiny_git
+
+    clip, git = folder / "clip", folder / "git"
+    if not (clip / "modules.json").exists():
+        make_tiny_clip(clip)
+    if not (git / "config.json").exists():
+        make_tiny_git(git)
+    return str(clip), str(git)
+
+
+def _time(fn, calls: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _ms(times: list[float]) -> str:
+    times = sorted(times)
+    p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+    return f"{1000 * statistics.median(times):.1f} (p90 {1000 * p90:.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20, help="timed calls per endpoint (default 20)")
+    parser.add_argument("--k", type=int, default=10, help="results per search (default 10)")
+    parser.add_argument("--models", type=Path, help="folder to keep the tiny models in (reused when present)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from shapes import build_shapes, write_shape_folder
+
+    work = Path(tempfile.mkdtemp(prefix="app-latency-"))
+    clip, git = _models(args.models or work / "models")
+    folder = write_shape_folder(work / "shapes", n=96)
+    collection = build_shapes(folder, work / "collection", clip)
+    pipeline = Pipeline.from_settings(Settings(captioner="git", captioner_model=git, cache_dir=work / "cache"),
+                                      collection_dir=collection)
+    image = folder / "set_a" / "img_001.jpg"
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = app.build_demo(pipeline)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    # The default client downloads every gallery thumbnail (one GET each); download_files=False returns URLs.
+    client = Client(url, verbose=False, download_files=str(work / "downloads"), analytics_enabled=False)
+    light = Client(url, verbose=False, download_files=False, analytics_enabled=False)
+    k = args.k
+    rows = [
+        ("/search_text", f'"red circle", k={k}', lambda: pipeline.search_text("red circle", k),
+         lambda c: c.predict("red circle", k, api_name="/search_text")),
+        ("/search_image", f"64x64 JPEG upload, k={k}", lambda: pipeline.search_image(image, k),
+         lambda c: c.predict(handle_file(image), k, api_name="/search_image")),
+        ("/similar_to", f"row 0, k={k}", lambda: pipeline.similar_to(0, k),
+         lambda c: c.predict(0, k, api_name="/similar_to")),
+        ("/describe", "k=0 (plain GIT)", lambda: pipeline.describe(image, None, 0),
+         lambda c: c.predict(handle_file(image), "", 0, api_name="/describe")),
+        ("/describe", "k=5 (GIT + context rerank)", lambda: pipeline.describe(image, None, 5),
+         lambda c: c.predict(handle_file(image), "", 5, api_name="/describe")),
+        ("/info", "", pipeline.info, lambda c: c.predict(api_name="/info")),
+    ]
+    print(f"\n{args.calls} calls each after 2 warm-up calls; median ms (p90). Tiny models, 96-image collection, "
+          f"CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start.\n")
+    print("| endpoint | input | bare pipeline call | gradio_client (downloads thumbnails) "
+          "| gradio_client, download_files=False |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    try:
+        for name, what, bare, remote in rows:
+            bare_t = _time(bare, args.calls)
+            remote_t = _time(functools.partial(remote, client), args.calls)
+            light_t = _time(functools.partial(remote, light), args.calls)
+            print(f"| `{name}` | {what} | {_ms(bare_t)} | {_ms(remote_t)} | {_ms(light_t)} |", flush=True)
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()

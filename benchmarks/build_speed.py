@@ -1,0 +1,94 @@
+"""Build throughput: index_build's pipeline vs the bare model forward pass on pre-decoded tensors.
+
+A random-weight CLIP of the real ViT-B/32 size (weights do not change the time), a few hundred generated
+500x375 JPEGs (Flickr-sized). Usage: python benchmarks/build_speed.py [--images 320] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import report
+from PIL import Image, ImageDraw
+from tiny_models import make_random_clip_vit_b32
+
+from rag.build import BuildOptions, build_collection
+from rag.encoder import Encoder
+from rag.sources import FolderSource
+
+
+def write_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """Textured 500x375 photos-alike: a noisy gradient with random ellipses and boxes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    yy, xx = np.mgrid[0:375, 0:500]
+    for i in range(count):
+        base = np.stack([(xx * rng.uniform(0.1, 0.5) + yy * rng.uniform(0.1, 0.5) + rng.uniform(0, 255)) % 255] * 3, -1)
+        base = base + rng.normal(0, 18, base.shape)
+        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x0, y0 = rng.integers(0, 400), rng.integers(0, 300)
+            box = [x0, y0, x0 + rng.integers(20, 200), y0 + rng.integers(20, 150)]
+            colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        path = folder / f"{i:05d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def bare_forward(encoder: Encoder, paths: list[Path], batch_size: int) -> float:
+    """Images/s of the forward pass alone, on tensors decoded and preprocessed beforehand."""
+    images = [Image.open(p).convert("RGB") for p in paths]
+    batches = [encoder.preprocess_images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    encoder.embed_features(batches[0])  # warm-up
+    start = time.perf_counter()
+    for features in batches:
+        encoder.embed_features(features)
+    return len(images) / (time.perf_counter() - start)
+
+
+def build_throughput(encoder: Encoder, folder: Path, out: Path, batch_size: int, workers: int) -> float:
+    """Images/s of the whole build: decode, thumbnail, preprocess, encode, write parquet, index, checksums."""
+    start = time.perf_counter()
+    build_collection(FolderSource(folder), out, encoder,
+                     BuildOptions(batch_size=batch_size, workers=workers, progress=False))
+    return len(FolderSource(folder)) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = make_random_clip_vit_b32(tmp / "vit-b32")
+        paths = write_jpegs(tmp / "jpegs", args.images)
+        encoder = Encoder(model_dir)
+        forward = bare_forward(encoder, paths, args.batch_size)
+        build = build_throughput(encoder, tmp / "jpegs", tmp / "collection", args.batch_size, args.workers)
+        forward_again = bare_forward(encoder, paths, args.batch_size)  # bracket the build: machine drift shows here
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = (forward + forward_again) / 2
+    rows = [
+        {"stage": "bare forward pass on pre-decoded tensors (before build)", "images_per_s": forward, "ratio": forward / baseline},
+        {"stage": "bare forward pass on pre-decoded tensors (after build)", "images_per_s": forward_again,
+         "ratio": forward_again / baseline},
+        {"stage": f"index_build pipeline ({args.workers} decode threads)", "images_per_s": build, "ratio": build / baseline},
+    ]
+    report("build", f"Build throughput, random-weight CLIP ViT-B/32, {args.images} JPEGs 500x375, batch {args.batch_size}",
+           rows, ["stage", "images_per_s", "ratio"], extra={"peak_rss_mb": peak_mb})
+    print(f"peak resident memory: {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Shared bits of the benchmark scripts: machine description, timing statistics, Markdown/JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU model, memory and library versions, recorded with every table."""
+    import faiss
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "faiss": faiss.__version__,
+    }
+
+
+def timings(function: Callable[[], Any], repeat: int, warmup: int = 3) -> np.ndarray:
+    """Seconds per call over ``repeat`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        function()
+    out = np.empty(repeat)
+    for i in range(repeat):
+        start = time.perf_counter()
+        function()
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def summary(seconds: np.ndarray) -> dict[str, float]:
+    """p50/p95 in milliseconds and calls per second."""
+    return {
+        "p50_ms": float(np.percentile(seconds, 50) * 1e3),
+        "p95_ms": float(np.percentile(seconds, 95) * 1e3),
+        "per_s": float(len(seconds) / seconds.sum()),
+    }
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB."""
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as a Markdown table (floats to 3 significant digits)."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(name: str, title: str, rows: list[dict[str, Any]], columns: Sequence[str], extra: dict | None = None,
+           out_dir: Path | None = None) -> str:
+    """Print the table with the machine line and write ``<name>.json`` beside it."""
+    info = machine()
+    text = (f"### {title}\n\nMachine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; "
+            f"torch {info['torch']} ({info['torch_threads']} threads), faiss {info['faiss']}\n\n"
+            + markdown_table(rows, columns))
+    print(text + "\n", flush=True)
+    out_dir = out_dir or ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows, **(extra or {})}, indent=2))
+    (out_dir / f"{name}.md").write_text(text + "\n")
+    return text
+
+
+def clustered_vectors(n: int, dim: int = 512, clusters: int = 2000, seed: int = 0, spread: float = 0.35) -> np.ndarray:
+    """L2-normalised vectors around random centres: structured like real embeddings, unlike pure noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), dtype=np.float32)
+    step = 100_000
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        noise = rng.standard_normal((stop - start, dim)).astype(np.float32) * (spread / np.sqrt(dim))
+        out[start:stop] = centres[rng.integers(0, clusters, stop - start)] + noise
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def queries_near(vectors: np.ndarray, count: int, seed: int = 1, noise: float = 0.5) -> np.ndarray:
+    """Queries that resemble, but are not, stored vectors (as a text query resembles its image)."""
+    rng = np.random.default_rng(seed)
+    picked = vectors[rng.integers(0, len(vectors), count)]
+    q = picked + rng.standard_normal(picked.shape).astype(np.float32) * (noise / np.sqrt(vectors.shape[1]))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
