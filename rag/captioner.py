@@ -89,7 +89,7 @@ class GitCaptioner:
         try:
             self.processor = AutoProcessor.from_pretrained(model_id, token=token)
             self.model = AutoModelForCausalLM.from_pretrained(model_id, token=token).to(self.device).eval()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ImportError) as exc:
             raise RagError(f"Could not load the GIT captioner {model_id!r}: {exc}") from exc
 
     def _generate(self, images: Sequence[Image.Image], beams: int, question: str | None = None) -> list[list[str]]:
@@ -161,21 +161,51 @@ def qwen_user_text(context: Sequence[Neighbour], question: str | None) -> str:
     )
 
 
+HUB_KWARGS = ("token", "revision", "cache_dir", "local_files_only")
+
+
+def load_qwen2vl_processor(model_id: str, **kwargs: Any) -> Any:
+    """The Qwen2-VL processor: ``AutoProcessor`` where torchvision is installed, else an image+text one.
+
+    transformers 5 cannot build a Qwen2-VL processor without torchvision (its video processor needs it),
+    and the Space's requirements do not pin torchvision; describing images never touches the video part.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2VLProcessor
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available():
+        return AutoProcessor.from_pretrained(model_id, **kwargs)
+
+    class ImageTextQwen2VLProcessor(Qwen2VLProcessor):
+        """Qwen2VLProcessor that accepts a missing video processor."""
+
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument is None and argument_name == "video_processor":
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_id, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS})
+    image_processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
+    return ImageTextQwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=tokenizer.chat_template
+    )
+
+
 class Qwen2VLCaptioner:
     """Qwen2-VL-Instruct with the neighbours' captions and labels in its chat prompt."""
 
     kind = "qwen2-vl"
 
     def __init__(self, model_id: str, device: str | None = None, token: str | None = None) -> None:
-        from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+        from transformers import Qwen2VLForConditionalGeneration
 
         self.model_id = model_id
         self.device = "cuda" if on_zero_gpu() else pick_device(device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         try:
-            self.processor = AutoProcessor.from_pretrained(model_id, token=token, max_pixels=QWEN_MAX_PIXELS)
+            self.processor = load_qwen2vl_processor(model_id, token=token, max_pixels=QWEN_MAX_PIXELS)
             self.model = Qwen2VLForConditionalGeneration.from_pretrained(model_id, token=token, dtype=dtype)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ImportError) as exc:
             raise RagError(f"Could not load the Qwen2-VL captioner {model_id!r}: {exc}") from exc
         self.model.to(self.device).eval()  # on ZeroGPU the move is deferred until a GPU is attached
         self._run = _zero_gpu_wrap(self._generate)

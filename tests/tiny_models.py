@@ -136,8 +136,8 @@ def _caption_corpus() -> list[str]:
     return [*texts, "describe the image.", "Describe", "what is in this picture?", _EXTRA_WORDS]
 
 
-def _precision_at_k(image_emb: torch.Tensor, text_emb: torch.Tensor, image_labels: Sequence[str], k: int) -> float:
-    """Mean precision@k of ranking images for each text query (query i's relevant images carry LABELS[i])."""
+def precision_at_k(image_emb: torch.Tensor, text_emb: torch.Tensor, image_labels: Sequence[str], k: int) -> float:
+    """Mean precision@k of text->image ranking; query i is about LABELS[i] (12 queries, chance 1/12)."""
     image_emb = F.normalize(image_emb.float(), dim=-1)
     text_emb = F.normalize(text_emb.float(), dim=-1)
     top = (text_emb @ image_emb.T).topk(k, dim=-1).indices
@@ -435,8 +435,7 @@ def _train_clip(
         with torch.no_grad():
             img = model.get_image_features(pixel_values=val_pixels).pooler_output
             scores = [
-                _precision_at_k(img, model.get_text_features(**q).pooler_output, [d[2] for d in val], 5)
-                for q in queries
+                precision_at_k(img, model.get_text_features(**q).pooler_output, [d[2] for d in val], 5) for q in queries
             ]
         model.train()
         return min(scores)
@@ -518,7 +517,7 @@ def clip_precision_at_k(
     data = make_shape_images(n_images, seed=seed)
     image_emb = model.encode([d[0] for d in data], convert_to_tensor=True)
     text_emb = model.encode([template.format(label=label) for label in LABELS], convert_to_tensor=True)
-    return _precision_at_k(image_emb, text_emb, [d[2] for d in data], k)
+    return precision_at_k(image_emb, text_emb, [d[2] for d in data], k)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -770,38 +769,8 @@ def _patch_json(path: Path, **updates: object) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-_HUB_KWARGS = ("token", "revision", "cache_dir", "local_files_only", "trust_remote_code")
-
-
 def load_qwen2vl_processor(model_dir: str | os.PathLike, **kwargs: object):
-    """Load a Qwen2VLProcessor: ``AutoProcessor`` where torchvision is installed, else assembled by hand.
+    """The library's own Qwen2-VL processor loader (works with or without torchvision)."""
+    from rag.captioner import load_qwen2vl_processor as load
 
-    transformers 5 builds no Qwen2-VL processor at all without torchvision (``AutoProcessor`` and even
-    ``Qwen2VLProcessor(...)`` fail on the video processor it needs). Image-and-text use never touches
-    the video processor, so it is left ``None`` then. ``kwargs`` (``max_pixels``, ``token``...) go to
-    ``AutoProcessor``, or to the image processor (hub kwargs also to the tokenizer).
-    """
-    from unittest import mock
-
-    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2VLProcessor
-    from transformers.processing_utils import ProcessorMixin
-    from transformers.utils import is_torchvision_available
-
-    if is_torchvision_available():
-        return AutoProcessor.from_pretrained(str(model_dir), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **{k: v for k, v in kwargs.items() if k in _HUB_KWARGS})
-    image_processor = AutoImageProcessor.from_pretrained(str(model_dir), **kwargs)
-    check = ProcessorMixin.check_argument_for_proper_class
-
-    def lenient_check(self, argument_name, argument):
-        if argument is None and argument_name == "video_processor":
-            return None
-        return check(self, argument_name, argument)
-
-    with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", lenient_check):
-        return Qwen2VLProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=tokenizer.chat_template,
-        )
+    return load(str(model_dir), **kwargs)
