@@ -71,10 +71,17 @@ class Encoder:
                 )
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Normalised text vectors, shape (len(texts), dim)."""
+        """Normalised text vectors, shape (len(texts), dim).
+
+        A multimodal model would treat a query that looks like an image URL or path as an image to fetch,
+        so texts are passed as ``{"text": ...}`` to such a model.
+        """
+        inputs: list = list(texts)
+        if self.text_model.supports("image"):
+            inputs = [{"text": text} for text in inputs]
         with self._lock, torch.inference_mode():
             vectors = self.text_model.encode(
-                list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+                inputs, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
             )
         return _normalise(vectors)
 

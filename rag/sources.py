@@ -46,9 +46,12 @@ class Source:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    _extra: list[str] = []
+
     @property
     def extra_columns(self) -> list[str]:
-        return []
+        """Passed-through metadata columns, stored as strings in the collection."""
+        return list(self._extra)
 
     @property
     def caption_source(self) -> str:
@@ -168,10 +171,6 @@ class FolderSource(Source):
         }
 
     @property
-    def extra_columns(self) -> list[str]:
-        return list(self._extra)
-
-    @property
     def caption_source(self) -> str:
         return f"captions file {self.captions_file.name}" if self.captions_file else "none"
 
@@ -284,10 +283,6 @@ class DatasetSource(Source):
             "label_column": self.label_column,
             "rows": len(self),
         }
-
-    @property
-    def extra_columns(self) -> list[str]:
-        return list(self._extra)
 
     @property
     def caption_source(self) -> str:

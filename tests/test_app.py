@@ -154,6 +154,13 @@ def test_emoji_and_right_to_left_queries_work(client):
         assert len(gallery) == len(result["hits"]) == 4 and result["query"] == query
 
 
+def test_queries_that_look_like_image_urls_or_paths_are_searched_as_text(client, files):
+    # a multimodal encoder would otherwise try to download/open them as images
+    for query in ("https://example.com/red_circle.jpg", str(files["good"]), "data:image/png;base64,AAAA"):
+        gallery, result = client.predict(query, 3, api_name="/search_text")
+        assert len(gallery) == len(result["hits"]) == 3
+
+
 def test_image_search_finds_the_image_itself_then_more_like_this(client, files):
     gallery, result = client.predict(handle_file(files["good"]), 4, api_name="/search_image")
     top = result["hits"][0]
