@@ -328,6 +328,13 @@ class Collection:
         """A short id of this collection's content (the index checksum), for cache folders."""
         return self.manifest.files.get(INDEX_FILE, "unknown")[:16]
 
+    def stored_vectors(self, ids: Sequence[int]) -> np.ndarray | None:
+        """The indexed vectors of these rows, or None where the index cannot reconstruct them (IVF-PQ)."""
+        try:
+            return np.asarray(self.index.reconstruct_batch(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+        except RuntimeError:
+            return None
+
     def vectors(self) -> np.ndarray:
         """All stored vectors (exact for Flat indexes; reconstructed for others where FAISS supports it)."""
         return self.index.reconstruct_n(0, self.index.ntotal)

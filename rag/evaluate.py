@@ -304,33 +304,25 @@ def encode_texts(pipeline: Any, texts: Sequence[str], progress: bool, desc: str)
 
 
 class ImageVectors:
-    """The collection's stored image vectors (re-encoded thumbnails when the index cannot reconstruct)."""
+    """The collection's image vectors through ``Pipeline.row_vectors``: stored ones, else re-encoded thumbnails."""
 
     def __init__(self, pipeline: Any, progress: bool):
         self.pipeline = pipeline
         self.progress = progress
-        self._all: np.ndarray | None = None
         self.source = "stored"
 
     def get(self, rows: np.ndarray) -> np.ndarray:
-        if self._all is None and self.source == "stored":
-            try:
-                self._all = np.asarray(self.pipeline.collection.vectors(), dtype=np.float32)
-            except RuntimeError as exc:  # e.g. IVF-PQ without a direct map
-                log.warning("the index cannot return stored vectors (%s); re-encoding thumbnails", exc)
-                self.source = "re-encoded thumbnails"
-        if self._all is None:
-            return self._encode(rows)
-        return self._all[rows]
-
-    def _encode(self, rows: np.ndarray) -> np.ndarray:
-        from .images import load_image
-
-        collection, encoder = self.pipeline.collection, self.pipeline.encoder
-        parts = []
-        for start in tqdm(range(0, len(rows), 32), desc="encode thumbnails", disable=not self.progress, leave=False):
-            images = [load_image(collection.thumbnail(int(r))) for r in rows[start : start + 32]]
-            parts.append(encoder.encode_images(images))
+        stored = self.pipeline.collection.stored_vectors(rows)
+        if stored is not None:
+            return stored
+        if self.source == "stored":
+            log.warning("the index cannot return stored vectors; re-encoding thumbnails")
+            self.source = "re-encoded thumbnails"
+        step = 256
+        parts = [
+            self.pipeline.row_vectors(rows[start : start + step])
+            for start in tqdm(range(0, len(rows), step), desc="encode thumbnails", disable=not self.progress, leave=False)
+        ]
         return np.concatenate(parts)
 
 

@@ -212,11 +212,18 @@ class Pipeline:
         """"More like this": neighbours of a row already in the collection, itself excluded."""
         k = check_k(k)
         row_id = check_k(row_id, 0, len(self.collection) - 1, "row id")
-        try:
-            vector = self.collection.index.reconstruct(row_id)[None, :]
-        except RuntimeError:  # indexes without a direct map (IVF-PQ): re-encode the stored thumbnail
-            vector = self.encoder.encode_images([load_image(self.collection.thumbnail(row_id))])
-        return self.search_vectors(vector, k, exclude=[row_id])[0]
+        return self.search_vectors(self.row_vectors([row_id]), k, exclude=[row_id])[0]
+
+    def row_vectors(self, rows: Sequence[int], batch_size: int = 32) -> np.ndarray:
+        """Vectors of collection rows: the stored ones, else (IVF-PQ, no direct map) re-encoded thumbnails."""
+        stored = self.collection.stored_vectors(rows)
+        if stored is not None:
+            return stored
+        parts = [
+            self.encoder.encode_images([load_image(self.collection.thumbnail(int(i))) for i in rows[s : s + batch_size]])
+            for s in range(0, len(rows), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), dtype=np.float32)
 
     # -- generation ----------------------------------------------------------------------------------
 
