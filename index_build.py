@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from rag.build import BuildOptions, build_collection
 from rag.collection import Collection, data_files
+from rag.config import DEFAULT_CAPTIONER_MODELS, DEFAULT_EMBEDDING_MODEL, hf_token
 from rag.errors import RagError
 from rag.hub import push_collection, resolve_collection
 
-DEFAULT_MODEL = "sentence-transformers/clip-ViT-B-32"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,13 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--limit", type=int, help="take only the first N rows of the source")
 
     emb = parser.add_argument_group("embedding")
-    emb.add_argument("--model", default=DEFAULT_MODEL, help=f"sentence-transformers CLIP model (default: {DEFAULT_MODEL})")
+    emb.add_argument("--model", default=DEFAULT_EMBEDDING_MODEL, help=f"sentence-transformers CLIP model (default: {DEFAULT_EMBEDDING_MODEL})")
     emb.add_argument("--model-revision", help="revision of --model (recorded in the manifest)")
     emb.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     emb.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     emb.add_argument("--workers", type=int, default=2, help="threads decoding images while the model runs (default: 2)")
     emb.add_argument("--caption-missing", action="store_true", help="caption rows that have none with a captioner")
-    emb.add_argument("--captioner-model", default="microsoft/git-base-coco", help="GIT model for --caption-missing")
+    emb.add_argument("--captioner-model", default=DEFAULT_CAPTIONER_MODELS["git"],
+                     help="GIT model for --caption-missing")
 
     idx = parser.add_argument_group("index and output")
     idx.add_argument("--index-factory", default="Flat", help="FAISS factory string (inner product), or 'auto': "
@@ -135,18 +135,21 @@ def make_source(args: argparse.Namespace, token: str | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    token = os.environ.get("HF_TOKEN") or None
+    token = hf_token()
     try:
         if args.verify:
             print(verify(args.verify, args.revision, token))
             return 0
-        from rag.captioner import GitCaptioner
+        from rag.captioner import load_captioner
         from rag.encoder import Encoder
 
         source = make_source(args, token)
         print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)
         encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
-        captioner = GitCaptioner(args.captioner_model, encoder, args.device, token) if args.caption_missing else None
+        captioner = (
+            load_captioner("git", args.captioner_model, encoder, device=args.device, token=token)
+            if args.caption_missing else None
+        )
         options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
                                chunk_rows=args.chunk_rows, progress=not args.no_progress,
                                caption_missing=args.caption_missing)

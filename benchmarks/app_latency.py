@@ -6,7 +6,7 @@ serves app.py on localhost, then times N calls per endpoint both ways and prints
 The difference is what Gradio adds: queue, (de)serialisation, upload of the query image and, with the
 client's default download_files, one HTTP GET per result thumbnail (the last column skips those).
 
-    HF_HUB_OFFLINE=1 python benchmarks/app_latency.py [--calls 20] [--k 10] [--models /tmp/tiny-models]
+    HF_HUB_OFFLINE=1 python -m benchmarks.app_latency [--calls 20] [--k 10] [--models /tmp/tiny-models]
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ import functools
 import logging
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from gradio_client import Client, handle_file
 

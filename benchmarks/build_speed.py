@@ -1,7 +1,7 @@
 """Build throughput: index_build's pipeline vs the bare model forward pass on pre-decoded tensors.
 
 A random-weight CLIP of the real ViT-B/32 size (weights do not change the time), a few hundred generated
-500x375 JPEGs (Flickr-sized). Usage: python benchmarks/build_speed.py [--images 320] [--batch-size 32]
+500x375 JPEGs (Flickr-sized). Usage: python -m benchmarks.build_speed [--images 320] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import report
+from benchmarks.common import report
 from PIL import Image, ImageDraw
-from tiny_models import make_random_clip_vit_b32
+from testkit.tiny_models import make_random_clip_vit_b32
 
 from rag.build import BuildOptions, build_collection
 from rag.encoder import Encoder

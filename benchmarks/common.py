@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -14,33 +11,15 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "tests"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 
 def machine() -> dict[str, Any]:
-    """Cores, CPU model, memory and library versions, recorded with every table."""
-    import faiss
-    import torch
+    """Cores, CPU model, memory and library versions, recorded with every table (rag.machine)."""
+    from rag.machine import machine_info
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "faiss": faiss.__version__,
-    }
+    info = machine_info()
+    versions = info.pop("versions")
+    return {**info, "cores": info["cpus"], "torch": versions.get("torch"), "faiss": versions.get("faiss-cpu")}
 
 
 def timings(function: Callable[[], Any], repeat: int, warmup: int = 3) -> np.ndarray:

@@ -1,7 +1,7 @@
 """End to end through rag.pipeline: text query -> encode -> search -> rows with thumbnails, and each stage's share.
 
 A random-weight CLIP of the real ViT-B/32 size on a 30k-row synthetic collection (Flat index).
-Usage: python benchmarks/end_to_end.py [--rows 30000] [--queries 60]
+Usage: python -m benchmarks.end_to_end [--rows 30000] [--queries 60]
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import clustered_vectors, report, summary
-from synthetic import write_synthetic_collection
-from tiny_models import make_random_clip_vit_b32
+from benchmarks.common import clustered_vectors, report, summary
+from benchmarks.synthetic import write_synthetic_collection
+from testkit.tiny_models import make_random_clip_vit_b32
 
 from rag.collection import Collection
 from rag.encoder import Encoder

@@ -1,6 +1,6 @@
 """Run every benchmark script in turn (each prints its Markdown table and writes results/<name>.json|md).
 
-Usage: python benchmarks/run.py [--quick]   (quick: smaller sizes, for a smoke run)
+Usage (from the repository root): python -m benchmarks.run [--quick]   (quick: smaller sizes, for a smoke run)
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FULL = [
-    ["search.py", "--sizes", "30000,1000000"],
-    ["build_speed.py", "--images", "320"],
-    ["end_to_end.py", "--rows", "30000"],
-    ["startup.py", "--sizes", "30000,1000000"],
+    ["search", "--sizes", "30000,1000000"],
+    ["build_speed", "--images", "320"],
+    ["end_to_end", "--rows", "30000"],
+    ["startup", "--sizes", "30000,1000000"],
 ]
 QUICK = [
-    ["search.py", "--sizes", "5000", "--queries", "50"],
-    ["build_speed.py", "--images", "64"],
-    ["end_to_end.py", "--rows", "2000", "--queries", "10"],
-    ["startup.py", "--sizes", "5000"],
+    ["search", "--sizes", "5000", "--queries", "50"],
+    ["build_speed", "--images", "64"],
+    ["end_to_end", "--rows", "2000", "--queries", "10"],
+    ["startup", "--sizes", "5000"],
 ]
 
 
@@ -29,7 +29,7 @@ def main() -> int:
     plan = QUICK if "--quick" in sys.argv else FULL
     for script, *args in plan:
         started = time.perf_counter()
-        code = subprocess.call([sys.executable, str(HERE / script), *args])
+        code = subprocess.call([sys.executable, "-m", f"benchmarks.{script}", *args], cwd=HERE.parent)
         print(f"[{script} finished in {time.perf_counter() - started:.0f} s, exit {code}]\n", flush=True)
         if code:
             return code

@@ -1,7 +1,7 @@
 """Search-only speed and memory: our wrapper vs bare FAISS vs NumPy brute force vs datasets.add_faiss_index.
 
 Generated clustered 512-d unit vectors, k = 10, one query at a time (as a user's request arrives).
-Usage: python benchmarks/search.py [--sizes 30000,1000000] [--queries 200] [--hnsw-max 100000]
+Usage: python -m benchmarks.search [--sizes 30000,1000000] [--queries 200] [--hnsw-max 100000]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, clustered_vectors, queries_near, report, summary, timings
+from benchmarks.common import ROOT, clustered_vectors, queries_near, report, summary, timings
 
 import faiss
 from rag.index import build_index, default_search_params, load_index, save_index
@@ -45,8 +45,7 @@ def loaded_memory(path: Path, params: str, queries: np.ndarray) -> tuple[float, 
     """RSS growth (MB) of a fresh process after load_index, and after 100 searches (pages touched by mmap)."""
     np.save(Path(path).with_suffix(".q.npy"), queries[:100])
     code = f"""
-import numpy as np, psutil, sys
-sys.path.insert(0, {str(ROOT)!r})
+import numpy as np, psutil
 from rag.index import load_index, search
 p = psutil.Process(); base = p.memory_info().rss
 index = load_index(__import__('pathlib').Path({str(path)!r}), {params!r})
@@ -54,7 +53,7 @@ after = p.memory_info().rss
 for q in np.load({str(Path(path).with_suffix('.q.npy'))!r}): search(index, q, 10)
 print((after - base) / 2**20, (p.memory_info().rss - base) / 2**20)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
     return float(out[0]), float(out[1])
 
 

@@ -1,6 +1,6 @@
 """Start-up: time and memory to load collections of 30k and 1M rows (memory-mapped index, lazy metadata).
 
-Usage: python benchmarks/startup.py [--sizes 30000,1000000]
+Usage: python -m benchmarks.startup [--sizes 30000,1000000]
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, clustered_vectors, report
-from synthetic import write_synthetic_collection
+from benchmarks.common import ROOT, clustered_vectors, report
+from benchmarks.synthetic import write_synthetic_collection
 
 LOAD = """
-import json, sys, time, psutil
-sys.path.insert(0, {root!r})
+import json, time, psutil
 from pathlib import Path
 from rag.collection import Collection
 p = psutil.Process(); base = p.memory_info().rss
@@ -32,8 +31,8 @@ print(json.dumps({{"load_s": load, "rss_mb": (after - base) / 2**20, "first_rows
 
 
 def load_once(path: Path, verify: bool, stamp: str | None) -> dict:
-    code = LOAD.format(root=str(ROOT), path=str(path), verify=verify, stamp=stamp)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = LOAD.format(path=str(path), verify=verify, stamp=stamp)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

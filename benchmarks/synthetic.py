@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rag.collection import DATA_DIR, Manifest, rows_to_table, seal_collection, write_table
+from rag.collection import DATA_DIR, Manifest
+from rag.collection_writer import rows_to_table, seal_collection, write_table
 from rag.index import build_index, default_search_params
 
 SHARD_ROWS = 50_000

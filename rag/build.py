@@ -24,9 +24,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .collection import DATA_DIR, Manifest, rows_to_table, seal_collection, write_table
+from .collection import DATA_DIR, Manifest
+from .collection_writer import rows_to_table, seal_collection, write_table
 from .encoder import Encoder
-from .errors import CollectionError, InvalidInput
+from .errors import CollectionError, InvalidInput, ResumeMismatch
 from . import images as image_limits
 from .images import load_image, thumbnail_bytes
 from .index import auto_factory, build_index, default_search_params
@@ -183,12 +184,31 @@ class _Chunks:
 
 def _fingerprint(source: Source, encoder: Encoder, options: BuildOptions, captioner: CaptionWriter | None) -> dict:
     return {
-        "source": source.describe(),
+        "source": source.manifest_entry(),
         "model": {"id": encoder.model_id, "revision": encoder.revision},
         "caption_missing": bool(options.caption_missing),
         "captioner": getattr(captioner, "model_id", None),
         "chunk_rows": options.chunk_rows,
     }
+
+
+def _open_partial(out: Path, fingerprint: dict, resume: bool) -> Path:
+    """The ``<out>.partial`` folder of this build: resumed when asked and compatible, else started afresh."""
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        state_path = partial / BUILD_STATE
+        previous = json.loads(state_path.read_text()) if state_path.exists() else None
+        if not resume:
+            log.warning("removing the unfinished build at %s (pass --resume to continue it instead)", partial)
+            shutil.rmtree(partial)
+        elif previous != fingerprint:
+            raise ResumeMismatch(
+                f"Cannot resume: {partial} was started with different settings ({previous}); "
+                "delete it or run without --resume."
+            )
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / BUILD_STATE).write_text(json.dumps(fingerprint))
+    return partial
 
 
 def build_collection(
@@ -203,21 +223,7 @@ def build_collection(
     """Encode every usable image of ``source`` and write a complete collection at ``out_dir``."""
     options = options or BuildOptions()
     out = Path(out_dir)
-    partial = out.with_name(out.name + ".partial")
-    fingerprint = _fingerprint(source, encoder, options, captioner)
-    if partial.exists():
-        state_path = partial / BUILD_STATE
-        previous = json.loads(state_path.read_text()) if state_path.exists() else None
-        if not resume:
-            log.warning("removing the unfinished build at %s (pass --resume to continue it instead)", partial)
-            shutil.rmtree(partial)
-        elif previous != fingerprint:
-            raise CollectionError(
-                f"Cannot resume: {partial} was started with different settings ({previous}); "
-                "delete it or run without --resume."
-            )
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / BUILD_STATE).write_text(json.dumps(fingerprint))
+    partial = _open_partial(out, _fingerprint(source, encoder, options, captioner), resume)
     chunks = _Chunks(partial)
     started = time.perf_counter()
     total = len(source)
@@ -290,7 +296,7 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: _Ch
         rows=rows,
         index_factory=factory,
         search_params=default_search_params(factory),
-        source=source.describe(),
+        source=source.manifest_entry(),
         caption_source=caption_source,
         generated_captions=generated,
         columns=source.extra_columns,

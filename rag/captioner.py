@@ -19,7 +19,7 @@ from PIL import Image
 
 from .config import DEFAULT_CAPTIONER_MODELS
 from .encoder import Encoder, pick_device
-from .errors import RagError
+from .errors import CaptionerError, ConfigError, RagError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,24 @@ class CaptionResult:
 
     text: str
     prompt: str
+
+
+class Captioner(Protocol):
+    """What the pipeline and the builder need of a captioner (GitCaptioner and Qwen2VLCaptioner)."""
+
+    kind: str
+    model_id: str
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+
+    def write_description(
+        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
+    ) -> CaptionResult: ...
+
+
+def captioner_label(captioner: Captioner) -> str:
+    """How the UI, /info and reports name a captioner: ``kind (model id)``."""
+    return f"{captioner.kind} ({captioner.model_id})"
 
 
 def context_lines(context: Sequence[Neighbour]) -> list[str]:
@@ -90,7 +108,7 @@ class GitCaptioner:
             self.processor = AutoProcessor.from_pretrained(model_id, token=token)
             self.model = AutoModelForCausalLM.from_pretrained(model_id, token=token).to(self.device).eval()
         except (OSError, ValueError, ImportError) as exc:
-            raise RagError(f"Could not load the GIT captioner {model_id!r}: {exc}") from exc
+            raise CaptionerError(f"Could not load the GIT captioner {model_id!r}: {exc}") from exc
 
     def _generate(self, images: Sequence[Image.Image], beams: int, question: str | None = None) -> list[list[str]]:
         inputs = self.processor(images=list(images), return_tensors="pt")
@@ -115,7 +133,9 @@ class GitCaptioner:
         """Plain captions (best beam), used by index_build --caption-missing."""
         return [candidates[0] for candidates in self._generate(images, beams=3)]
 
-    def describe(self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None) -> CaptionResult:
+    def write_description(
+        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
+    ) -> CaptionResult:
         """Best of GIT's beams and the neighbours' captions, by CLIP similarity to the image plus consensus."""
         beams = [c for c in dict.fromkeys(self._generate([image], GIT_BEAMS, question)[0]) if c]
         if not context:
@@ -206,7 +226,7 @@ class Qwen2VLCaptioner:
             self.processor = load_qwen2vl_processor(model_id, token=token, max_pixels=QWEN_MAX_PIXELS)
             self.model = Qwen2VLForConditionalGeneration.from_pretrained(model_id, token=token, dtype=dtype)
         except (OSError, ValueError, ImportError) as exc:
-            raise RagError(f"Could not load the Qwen2-VL captioner {model_id!r}: {exc}") from exc
+            raise CaptionerError(f"Could not load the Qwen2-VL captioner {model_id!r}: {exc}") from exc
         self.model.to(self.device).eval()  # on ZeroGPU the move is deferred until a GPU is attached
         self._run = _zero_gpu_wrap(self._generate)
 
@@ -228,7 +248,7 @@ class Qwen2VLCaptioner:
             raise
         except Exception as exc:  # ZeroGPU quota and allocation errors arrive as plain exceptions
             if "quota" in str(exc).lower() or "gpu" in type(exc).__name__.lower():
-                raise RagError(f"The GPU is not available right now ({exc}). Try again later.") from exc
+                raise CaptionerError(f"The GPU is not available right now ({exc}). Try again later.") from exc
             raise
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
@@ -237,7 +257,9 @@ class Qwen2VLCaptioner:
         """Plain captions, one chat per image."""
         return [self._chat(image, qwen_user_text([], None)) for image in images]
 
-    def describe(self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None) -> CaptionResult:
+    def write_description(
+        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
+    ) -> CaptionResult:
         """Chat with the image and the retrieved captions/labels in the prompt."""
         user_text = qwen_user_text(context, question)
         return CaptionResult(self._chat(image, user_text), f"[system] {QWEN_SYSTEM}\n[user] <image>\n{user_text}")
@@ -256,7 +278,7 @@ def _zero_gpu_wrap(function):
 
 def load_captioner(
     kind: str, model_id: str | None, encoder: Encoder, device: str | None = None, token: str | None = None
-) -> GitCaptioner | Qwen2VLCaptioner:
+) -> Captioner:
     """Build the configured captioner (``auto`` resolved by hardware)."""
     kind = choose_captioner(kind)
     model_id = model_id or DEFAULT_CAPTIONER_MODELS[kind]
@@ -265,4 +287,4 @@ def load_captioner(
         return GitCaptioner(model_id, encoder, device=device, token=token)
     if kind == "qwen2-vl":
         return Qwen2VLCaptioner(model_id, device=device, token=token)
-    raise ValueError(f"unknown captioner {kind!r}")
+    raise ConfigError(f"RAG_CAPTIONER must be one of auto, git, qwen2-vl; not {kind!r}.")

@@ -1,7 +1,8 @@
-"""The on-disk collection (format 1): manifest + FAISS index + parquet metadata with thumbnails.
+"""The on-disk collection (format 1), read side: manifest + FAISS index + parquet metadata with thumbnails.
 
 Vector ``i`` of ``index.faiss`` is row ``i`` of the concatenated ``data/metadata-*.parquet`` files.
 Loading validates everything up front so a bad collection fails at start-up with one clear message.
+Writing lives in rag.collection_writer (it needs `datasets`, which the serving path does not import).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CollectionError
-from .index import describe_index, load_index
+from .index import index_type_name, load_index
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -89,105 +89,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def metadata_schema(extra_columns: Sequence[str]) -> pa.Schema:
-    """The parquet schema, with the HF ``datasets`` features so the Hub viewer shows ``image`` as images."""
-    features = datasets.Features(
-        {
-            "id": datasets.Value("int64"),
-            "image": datasets.Image(),
-            "captions": datasets.List(datasets.Value("string")),
-            "label": datasets.Value("string"),
-            "source": datasets.Value("string"),
-            "captions_generated": datasets.Value("bool"),
-            **{name: datasets.Value("string") for name in extra_columns},
-        }
-    )
-    return features.arrow_schema
-
-
-def rows_to_table(rows: Sequence[dict[str, Any]], first_id: int, extra_columns: Sequence[str]) -> pa.Table:
-    """Turn builder rows (thumbnail bytes, captions, label, source, extras) into a table with ids from ``first_id``."""
-    schema = metadata_schema(extra_columns)
-    columns: dict[str, list[Any]] = {
-        "id": list(range(first_id, first_id + len(rows))),
-        "image": [{"bytes": row["thumbnail"], "path": None} for row in rows],
-        "captions": [list(row.get("captions") or []) for row in rows],
-        "label": [row.get("label") for row in rows],
-        "source": [str(row["source"]) for row in rows],
-        "captions_generated": [bool(row.get("captions_generated", False)) for row in rows],
-    }
-    for name in extra_columns:
-        columns[name] = [_as_text(row.get("extra", {}).get(name)) for row in rows]
-    return pa.Table.from_pydict(columns, schema=schema)
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float, bool)):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write one metadata shard atomically (temporary name, then rename)."""
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
-    os.replace(tmp, path)
-
-
-def dataset_card(manifest: Manifest) -> str:
-    """The dataset repo's README: YAML ``configs`` pointing at the parquet files, then how it was built."""
-    source = manifest.source
-    source_text = source.get("name", "?")
-    if source.get("split"):
-        source_text += f" (split `{source['split']}`" + (f", config `{source['config']}`" if source.get("config") else "") + ")"
-    return f"""---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: {DATA_DIR}/metadata-*.parquet
-tags:
-- image-retrieval
-- clip
-- faiss
----
-# Image collection for multimodal RAG
-
-A searchable image collection built with `index_build.py` of the multimodal RAG Space.
-
-| | |
-| --- | --- |
-| rows | {manifest.rows} |
-| embedding model | `{manifest.model_id}` (revision `{manifest.model.get('revision') or 'main'}`), {manifest.dim}-d, L2-normalised |
-| index | `{manifest.index_factory}` ({manifest.index_type}), inner product = cosine similarity |
-| source | {source.get('kind', '?')}: {source_text} |
-| captions | {manifest.caption_source}; {manifest.generated_captions} rows captioned by a model |
-| skipped inputs | {manifest.skipped.get('count', 0)} |
-| built | {manifest.build.get('time', '?')} |
-
-Files: `manifest.json` (format version {manifest.format_version}, checksums), `index.faiss` (vector *i* is
-row *i*), `data/metadata-*.parquet` with `id`, `image` (thumbnail), `captions`, `label`, `source`,
-`captions_generated` and passed-through columns ({', '.join(manifest.columns) or 'none'}).
-
-Load the metadata with `datasets.load_dataset("<this repo>")`; serve it by setting `RAG_COLLECTION` on the Space.
-"""
-
-
-def seal_collection(directory: Path, index: Any, manifest: Manifest) -> Manifest:
-    """Write the index, checksums, manifest and dataset card next to the metadata shards already in place."""
-    from .index import describe_index, save_index
-
-    save_index(index, directory / INDEX_FILE)
-    manifest.index_type = describe_index(index)
-    names = [INDEX_FILE] + [f"{DATA_DIR}/{p.name}" for p in data_files(directory)]
-    manifest.files = {name: sha256_file(directory / name) for name in names}
-    (directory / CARD_FILE).write_text(dataset_card(manifest), encoding="utf-8")
-    (directory / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    return manifest
-
-
 def data_files(directory: Path) -> list[Path]:
     """The metadata shards in row order."""
     return sorted((directory / DATA_DIR).glob("metadata-*.parquet"))
@@ -217,7 +118,6 @@ class Collection:
     def open(
         cls,
         directory: str | Path,
-        expected_model: str | None = None,
         verify_checksums: bool = True,
         verified_stamp_dir: Path | None = None,
     ) -> "Collection":
@@ -226,11 +126,6 @@ class Collection:
         if not directory.is_dir():
             raise CollectionError(f"Collection directory {directory} does not exist.")
         manifest = Manifest.read(directory / MANIFEST)
-        if expected_model and expected_model != manifest.model_id:
-            raise CollectionError(
-                f"The collection was built with {manifest.model_id!r} but the app is configured with "
-                f"{expected_model!r}; queries would land in a different embedding space."
-            )
         for relative in manifest.files:
             if not (directory / relative).is_file():
                 raise CollectionError(f"The collection is missing {relative} (listed in {MANIFEST}).")
@@ -270,7 +165,7 @@ class Collection:
 
     @property
     def index_type(self) -> str:
-        return describe_index(self.index)
+        return index_type_name(self.index)
 
     def rows(self, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Metadata rows (captions, label, source, generated flag, extra columns) for row ids, in order."""
@@ -334,10 +229,6 @@ class Collection:
             return np.asarray(self.index.reconstruct_batch(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
         except RuntimeError:
             return None
-
-    def vectors(self) -> np.ndarray:
-        """All stored vectors (exact for Flat indexes; reconstructed for others where FAISS supports it)."""
-        return self.index.reconstruct_n(0, self.index.ntotal)
 
 
 def verify_files(directory: Path, manifest: Manifest, stamp_dir: Path | None = None) -> None:

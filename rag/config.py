@@ -6,13 +6,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 CAPTIONER_CHOICES = ("auto", "git", "qwen2-vl")
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/clip-ViT-B-32"
 DEFAULT_CAPTIONER_MODELS = {"git": "microsoft/git-base-coco", "qwen2-vl": "Qwen/Qwen2-VL-2B-Instruct"}
 
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def hf_token() -> str | None:
+    """The Hub token (``HF_TOKEN``), read here only; never logged."""
+    return _env("HF_TOKEN")
 
 
 def default_cache_dir() -> Path:
@@ -38,14 +46,14 @@ class Settings:
         """Read ``RAG_COLLECTION``, ``RAG_REVISION``, ``RAG_TEXT_MODEL``, ``RAG_CAPTIONER``, ... and ``HF_TOKEN``."""
         captioner = (_env("RAG_CAPTIONER") or "auto").lower()
         if captioner not in CAPTIONER_CHOICES:
-            raise ValueError(f"RAG_CAPTIONER must be one of {', '.join(CAPTIONER_CHOICES)}, not {captioner!r}")
+            raise ConfigError(f"RAG_CAPTIONER must be one of {', '.join(CAPTIONER_CHOICES)}, not {captioner!r}")
         return cls(
             collection=_env("RAG_COLLECTION"),
             revision=_env("RAG_REVISION"),
             text_model=_env("RAG_TEXT_MODEL"),
             captioner=captioner,
             captioner_model=_env("RAG_CAPTIONER_MODEL"),
-            hf_token=_env("HF_TOKEN"),
+            hf_token=hf_token(),
             cache_dir=default_cache_dir(),
             device=_env("RAG_DEVICE"),
         )

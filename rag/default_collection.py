@@ -15,9 +15,9 @@ from pathlib import Path
 
 from .build import BuildOptions, build_collection
 from .collection import MANIFEST
-from .config import Settings
+from .config import DEFAULT_EMBEDDING_MODEL, Settings
 from .encoder import Encoder
-from .errors import CollectionError
+from .errors import ResumeMismatch
 from .sources import DatasetSource
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 DEFAULT_DATASET = "royokong/flickr30k_test"
 DEFAULT_SPLIT = "test"
 DEFAULT_LIMIT = 1000
-DEFAULT_MODEL = "sentence-transformers/clip-ViT-B-32"
 FOLDER_NAME = "default-collection"
 
 
@@ -34,7 +33,7 @@ def default_collection_dir(cache_dir: Path) -> Path:
     return Path(cache_dir) / FOLDER_NAME
 
 
-def describe_default(dataset: str = DEFAULT_DATASET, split: str = DEFAULT_SPLIT, limit: int = DEFAULT_LIMIT) -> str:
+def default_collection_label(dataset: str = DEFAULT_DATASET, split: str = DEFAULT_SPLIT, limit: int = DEFAULT_LIMIT) -> str:
     """One line for the footer: what the default collection holds."""
     return f"{dataset} ({split}, first {limit:,} images; built at start-up because RAG_COLLECTION is not set)"
 
@@ -45,7 +44,7 @@ def ensure_default_collection(
     dataset: str = DEFAULT_DATASET,
     split: str = DEFAULT_SPLIT,
     limit: int = DEFAULT_LIMIT,
-    model: str = DEFAULT_MODEL,
+    model: str = DEFAULT_EMBEDDING_MODEL,
 ) -> Path:
     """The default collection's folder: reused when already built, else built now (resuming a partial build).
 
@@ -72,9 +71,7 @@ def ensure_default_collection(
     options = BuildOptions(progress=False)
     try:
         build_collection(source, out, encoder, options, resume=True, on_progress=on_progress)
-    except CollectionError as exc:
-        if "Cannot resume" not in str(exc):
-            raise
+    except ResumeMismatch:
         status("an earlier partial build used other settings; starting again")
         build_collection(source, out, encoder, options, resume=False, on_progress=on_progress)
     status(f"default collection ready: {out} ({time.perf_counter() - started:.0f} s)")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from sentence_transformers import SentenceTransformer
 
-from .errors import CollectionError
+from .errors import EmbeddingModelError
 
 MAX_QUERY_CHARS = 1_000
 
@@ -30,7 +30,7 @@ def _load(model_id: str, revision: str | None, device: str, token: str | None) -
     try:
         return SentenceTransformer(model_id, revision=revision, device=device, token=token)
     except (OSError, ValueError) as exc:
-        raise CollectionError(f"Could not load the embedding model {model_id!r}: {exc}") from exc
+        raise EmbeddingModelError(f"Could not load the embedding model {model_id!r}: {exc}") from exc
 
 
 def _normalise(vectors: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ class Encoder:
         if text_model_id:
             image_dim = int(self.embed_features(self.preprocess_images([Image.new("RGB", (32, 32))])).shape[1])
             if image_dim != self.dim:
-                raise CollectionError(
+                raise EmbeddingModelError(
                     f"The text model {text_model_id!r} gives {self.dim}-d vectors but the image model "
                     f"{model_id!r} gives {image_dim}-d; they are not aligned."
                 )

@@ -97,6 +97,6 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return index.search(queries, k)
 
 
-def describe_index(index: faiss.Index) -> str:
+def index_type_name(index: faiss.Index) -> str:
     """A short human name for the index type (``IndexFlatIP``, ``IndexHNSWFlat``...)."""
     return type(faiss.downcast_index(index)).__name__

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .captioner import load_captioner
+from .captioner import Captioner, captioner_label
 from .collection import Collection
-from .config import Settings
 from .encoder import MAX_QUERY_CHARS, Encoder
-from .errors import InvalidInput, RagError
-from .hub import resolve_collection
+from .errors import CaptionerError, InvalidInput
 from .images import ImageInput, load_image
 from .index import search as index_search
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class Description:
         }
 
 
-def check_k(k: Any, low: int = 1, high: int = MAX_K, what: str = "k") -> int:
-    """An integer k in [low, high], or InvalidInput saying the allowed range."""
+def check_int(k: Any, low: int = 1, high: int = MAX_K, what: str = "k") -> int:
+    """A whole number in [low, high], or InvalidInput saying the allowed range."""
     try:
         value = int(k)
         if value != float(k):
@@ -79,6 +80,16 @@ def check_k(k: Any, low: int = 1, high: int = MAX_K, what: str = "k") -> int:
     if not low <= value <= high:
         raise InvalidInput(f"{what} must be between {low} and {high}; got {value}.")
     return value
+
+
+def check_k(k: Any, low: int = 1, high: int = MAX_K) -> int:
+    """The number of results: a whole number in [low, high]."""
+    return check_int(k, low, high, "k")
+
+
+def check_row_id(row_id: Any, rows: int) -> int:
+    """A row id of a collection with ``rows`` rows."""
+    return check_int(row_id, 0, rows - 1, "row id")
 
 
 def check_query(query: Any) -> str:
@@ -101,55 +112,28 @@ class Pipeline:
     collection: Collection
     encoder: Encoder
     cache_dir: Path
-    captioner: Any = None
+    captioner: Captioner | None = None
     name: str = ""
     revision: str | None = None
     text_model: str | None = None
     load_seconds: float = 0.0
-    extra_info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: "Settings",
         collection_dir: Path | None = None,
         with_captioner: bool = True,
         status: Callable[[str], None] = log.info,
     ) -> "Pipeline":
-        """Resolve and validate the collection, load the encoder named in its manifest, then the captioner."""
-        started = time.perf_counter()
-        if collection_dir is None:
-            if not settings.collection:
-                raise RagError("No collection configured: set the RAG_COLLECTION variable (a dataset repo id or folder).")
-            status(f"loading collection {settings.collection}")
-            collection_dir = resolve_collection(settings.collection, settings.revision, settings.hf_token)
-        collection = Collection.open(collection_dir, verified_stamp_dir=settings.cache_dir / "verified")
-        model = collection.manifest.model
-        status(f"loading embedding model {model['id']}")
-        encoder = Encoder(
-            model["id"], revision=model.get("revision"), text_model_id=settings.text_model,
-            device=settings.device, token=settings.hf_token,
-        )
-        if encoder.dim != collection.manifest.dim:
-            raise RagError(
-                f"The embedding model gives {encoder.dim}-d vectors but the collection index is {collection.manifest.dim}-d."
-            )
-        captioner = None
-        if with_captioner:
-            status("loading captioner")
-            captioner = load_captioner(
-                settings.captioner, settings.captioner_model, encoder, device=settings.device, token=settings.hf_token
-            )
-        return cls(
-            collection=collection,
-            encoder=encoder,
-            cache_dir=settings.cache_dir,
-            captioner=captioner,
-            name=settings.collection or str(collection_dir),
-            revision=settings.revision,
-            text_model=settings.text_model,
-            load_seconds=time.perf_counter() - started,
-        )
+        """Shorthand for rag.startup.open_pipeline: collection, its encoder and (optionally) the captioner."""
+        from .startup import open_pipeline
+
+        return open_pipeline(settings, collection_dir, with_captioner=with_captioner, status=status)
+
+    def with_captioner(self, captioner: Captioner | None) -> "Pipeline":
+        """The same collection and encoder served with another captioner (a new Pipeline; this one is unchanged)."""
+        return replace(self, captioner=captioner)
 
     # -- retrieval -----------------------------------------------------------------------------------
 
@@ -211,7 +195,7 @@ class Pipeline:
     def similar_to(self, row_id: int, k: int = 10) -> list[Hit]:
         """"More like this": neighbours of a row already in the collection, itself excluded."""
         k = check_k(k)
-        row_id = check_k(row_id, 0, len(self.collection) - 1, "row id")
+        row_id = check_row_id(row_id, len(self.collection))
         return self.search_vectors(self.row_vectors([row_id]), k, exclude=[row_id])[0]
 
     def row_vectors(self, rows: Sequence[int], batch_size: int = 32) -> np.ndarray:
@@ -232,8 +216,8 @@ class Pipeline:
     ) -> Description:
         """Describe an image with the captions of its k nearest neighbours as context (k=0: no retrieval)."""
         if self.captioner is None:
-            raise RagError("No captioner is loaded in this Space (see RAG_CAPTIONER).")
-        k = check_k(k, 0, MAX_CONTEXT_K, "context size k")
+            raise CaptionerError("No captioner is loaded in this Space (see RAG_CAPTIONER).")
+        k = check_int(k, 0, MAX_CONTEXT_K, "context size k")
         if image is None:
             raise InvalidInput("Upload an image to describe.")
         if question is not None and not isinstance(question, str):
@@ -246,12 +230,12 @@ class Pipeline:
         context: list[Hit] = []
         if k > 0:
             context = self.search_vectors(self.encoder.encode_images([picture]), k, exclude=exclude)[0]
-        result = self.captioner.describe(picture, context, question)
+        result = self.captioner.write_description(picture, context, question)
         return Description(
             text=result.text,
             context=context,
             prompt=result.prompt,
-            captioner=f"{self.captioner.kind} ({self.captioner.model_id})",
+            captioner=captioner_label(self.captioner),
             seconds=time.perf_counter() - started,
         )
 
@@ -267,11 +251,10 @@ class Pipeline:
             "dim": manifest.dim,
             "index": f"{manifest.index_factory} ({self.collection.index_type})",
             "caption_source": manifest.caption_source,
-            "captioner": f"{self.captioner.kind} ({self.captioner.model_id})" if self.captioner else None,
+            "captioner": captioner_label(self.captioner) if self.captioner else None,
             "device": self.encoder.device,
             "built": manifest.build.get("time"),
             "skipped_at_build": manifest.skipped.get("count", 0),
             "columns": self.collection.extra_columns,
             "load_seconds": round(self.load_seconds, 2),
-            **self.extra_info,
         }

@@ -43,7 +43,7 @@ class Source:
     def items(self, start: int = 0) -> Iterator[SourceItem]:
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
+    def manifest_entry(self) -> dict[str, Any]:
         raise NotImplementedError
 
     _extra: list[str] = []
@@ -161,7 +161,7 @@ class FolderSource(Source):
                 extra=dict(self.metadata.get(relative, {})),
             )
 
-    def describe(self) -> dict[str, Any]:
+    def manifest_entry(self) -> dict[str, Any]:
         return {
             "kind": "images",
             "name": str(self.folder),
@@ -271,7 +271,7 @@ class DatasetSource(Source):
                 extra={c: row[c] for c in self._extra},
             )
 
-    def describe(self) -> dict[str, Any]:
+    def manifest_entry(self) -> dict[str, Any]:
         return {
             "kind": "dataset",
             "name": self.name,

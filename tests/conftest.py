@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
-
 import pytest
 
-# Never reach for the Hub: every model a test uses is built on the spot by tests/tiny_models.py.
+# Never reach for the Hub: every model a test uses is built on the spot by testkit/tiny_models.py.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bars in test output
 
-# tiny_models is a helper module beside this file, importable whatever pytest's import mode.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from tiny_models import make_tiny_clip, make_tiny_git, make_tiny_qwen2vl, to_legacy_clip_layout  # noqa: E402
+from testkit.tiny_models import make_tiny_clip, make_tiny_git, make_tiny_qwen2vl, to_legacy_clip_layout  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -25,10 +25,12 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from shapes import COLOURS, RGB, build_shapes, write_shape_folder
-from tiny_models import make_shape_images
+from testkit.shapes import COLOURS, RGB, build_shapes, write_shape_folder
+from testkit.tiny_models import make_shape_images
 
 import app
+from ui import components as ui_components
+from ui import context as ui_context
 from rag import default_collection
 from rag.config import Settings
 from rag.errors import CollectionError
@@ -222,14 +224,14 @@ def test_searches_share_a_concurrency_limit_and_describe_runs_alone(served, pipe
     demo = app.build_demo(pipeline)
     limits = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
     for name in ("search_text", "search_image", "similar_to"):
-        assert limits[name] == ("search", app.SEARCH_CONCURRENCY), limits[name]
-    assert limits["describe"] == ("describe", app.DESCRIBE_CONCURRENCY)
+        assert limits[name] == ("search", ui_context.SEARCH_CONCURRENCY), limits[name]
+    assert limits["describe"] == ("describe", ui_context.DESCRIBE_CONCURRENCY)
 
 
 def test_details_panel_shows_every_field():
     hit = {"id": 7, "score": 0.8123, "captions": ["a red circle", "picture *7*"], "label": "red circle",
            "metadata": {"photographer": "p1", "place": None}, "source": "set_a/img_007.jpg"}
-    text = app.details_markdown(hit)
+    text = ui_components.details_markdown(hit)
     for fragment in ("Row 7", "0.812", "a red circle", "picture \\*7\\*", "red circle", "photographer", "p1",
                      "place", "set\\_a/img\\_007.jpg"):
         assert fragment in text, fragment

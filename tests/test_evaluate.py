@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shapes import build_shapes, write_shape_folder
+from testkit.shapes import build_shapes, write_shape_folder
 
 from rag import evaluate
 from rag.build import BuildOptions, build_collection

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
-from shapes import build_shapes, write_shape_folder
+from testkit.shapes import build_shapes, write_shape_folder
 
 from rag import hub
 from rag.collection import Collection

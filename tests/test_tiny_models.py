@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-from tiny_models import LABELS, git_caption_accuracy, load_qwen2vl_processor, make_shape_images, precision_at_k
+from testkit.tiny_models import LABELS, git_caption_accuracy, load_qwen2vl_processor, make_shape_images, precision_at_k
 
 CHANCE = 1 / len(LABELS)  # 12 colour-shape classes: a random ranking finds the right class 1/12 of the time
 

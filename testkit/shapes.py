@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tiny_models import make_shape_images
+from testkit.tiny_models import make_shape_images
 
 from rag.build import BuildOptions, build_collection
 from rag.encoder import Encoder

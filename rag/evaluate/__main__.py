@@ -1,0 +1,7 @@
+"""``python -m rag.evaluate``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

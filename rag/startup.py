@@ -1,0 +1,156 @@
+"""Settings -> a ready Pipeline, or a typed StartupError naming the stage that failed and the variable to set.
+
+Used by the app, the evaluation and the benchmarks, so they load collections, encoders and captioners
+the same way. Each stage raises its own exception type (rag.errors); the stage of a failure comes from
+that type, never from message text. Nothing here imports gradio.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .captioner import Captioner, load_captioner
+from .collection import Collection
+from .config import Settings
+from .encoder import Encoder
+from .errors import (
+    CaptionerError,
+    CollectionError,
+    ConfigError,
+    EmbeddingModelError,
+    RagError,
+    StartupError,
+)
+from .hub import resolve_collection
+from .pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+FIX_COLLECTION = (
+    "Set the **RAG_COLLECTION** variable to a collection built with `index_build.py` "
+    "(a Hub dataset repo `user/name` or a local folder); **RAG_REVISION** pins a branch/tag/commit and "
+    "**HF_TOKEN** gives access to a private repo."
+)
+FIX_EMBEDDING = (
+    "The embedding model comes from the collection's manifest; check that it can be downloaded "
+    "(**HF_TOKEN** for gated/private models) and that **RAG_TEXT_MODEL**, if set, is a text model aligned "
+    "with it (e.g. `sentence-transformers/clip-ViT-B-32-multilingual-v1` for `clip-ViT-B-32`)."
+)
+FIX_CAPTIONER = (
+    "Set **RAG_CAPTIONER** (`auto`, `git` or `qwen2-vl`) and **RAG_CAPTIONER_MODEL** to a captioner this "
+    "hardware can run (e.g. `git` / `microsoft/git-base-coco` on CPU). Search still works."
+)
+FIX_CONFIG = "Check the Space's variables (Settings → Variables and secrets); the README lists each one."
+
+# Exception type -> (stage name, what to set). Order matters: the first matching type wins.
+STAGES: tuple[tuple[type[RagError], str, str], ...] = (
+    (ConfigError, "configuration", FIX_CONFIG),
+    (EmbeddingModelError, "embedding model", FIX_EMBEDDING),
+    (CaptionerError, "captioner", FIX_CAPTIONER),
+    (CollectionError, "collection", FIX_COLLECTION),
+)
+
+
+def startup_error(exc: BaseException, building_default: bool = False) -> StartupError:
+    """Turn any start-up failure into a StartupError whose stage comes from the exception's type."""
+    stage, fix = "collection", FIX_COLLECTION
+    for kind, name, hint in STAGES:
+        if isinstance(exc, kind):
+            stage, fix = name, hint
+            break
+    detail = str(exc) if isinstance(exc, RagError) else f"{type(exc).__name__}: {exc}"
+    what = f"load the {stage}"
+    if building_default and stage == "collection":
+        from .default_collection import DEFAULT_DATASET
+
+        stage, what = "default collection", (
+            f"build the default collection from {DEFAULT_DATASET} (RAG_COLLECTION is not set)"
+        )
+    return StartupError(f"Could not {what}: {detail}", stage=stage, fix=fix)
+
+
+def load_encoder(collection: Collection, settings: Settings) -> Encoder:
+    """The encoder the collection's manifest names (plus RAG_TEXT_MODEL), checked against the index dimension."""
+    model = collection.manifest.model
+    encoder = Encoder(
+        model["id"], revision=model.get("revision"), text_model_id=settings.text_model,
+        device=settings.device, token=settings.hf_token,
+    )
+    if encoder.dim != collection.manifest.dim:
+        raise EmbeddingModelError(
+            f"The embedding model gives {encoder.dim}-d vectors but the collection index is {collection.manifest.dim}-d."
+        )
+    return encoder
+
+
+def open_pipeline(
+    settings: Settings,
+    collection_dir: Path | None = None,
+    with_captioner: bool = True,
+    status: Callable[[str], None] = log.info,
+    name: str | None = None,
+) -> Pipeline:
+    """Resolve and validate the collection, load its encoder and (optionally) the captioner; typed errors."""
+    started = time.perf_counter()
+    if collection_dir is None:
+        if not settings.collection:
+            raise CollectionError("No collection configured: set the RAG_COLLECTION variable (a dataset repo id or folder).")
+        status(f"loading collection {settings.collection}")
+        collection_dir = resolve_collection(settings.collection, settings.revision, settings.hf_token)
+    collection = Collection.open(collection_dir, verified_stamp_dir=settings.cache_dir / "verified")
+    status(f"loading embedding model {collection.manifest.model_id}")
+    encoder = load_encoder(collection, settings)
+    captioner = load_captioner_for(settings, encoder, status) if with_captioner else None
+    return Pipeline(
+        collection=collection,
+        encoder=encoder,
+        cache_dir=settings.cache_dir,
+        captioner=captioner,
+        name=name or settings.collection or str(collection_dir),
+        revision=settings.revision,
+        text_model=settings.text_model,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def load_captioner_for(settings: Settings, encoder: Encoder, status: Callable[[str], None] = log.info) -> Captioner:
+    """The captioner the settings ask for (``auto`` resolved by hardware), sharing the pipeline's encoder."""
+    status(f"loading captioner ({settings.captioner})")
+    return load_captioner(
+        settings.captioner, settings.captioner_model, encoder, device=settings.device, token=settings.hf_token
+    )
+
+
+def load_pipeline(settings: Settings | None = None) -> tuple[Pipeline | StartupError, str | None]:
+    """Everything the Space serves, loaded once: (pipeline, None), (pipeline, captioner problem) or (error, None).
+
+    Never raises. With RAG_COLLECTION unset, the default collection is built once into RAG_CACHE_DIR and
+    reused. A captioner that fails to load leaves search working; its message says what to set.
+    """
+    from .default_collection import default_collection_label, ensure_default_collection
+
+    building_default = False
+    try:
+        settings = settings or Settings.from_env()
+        collection_dir, name = None, None
+        if not settings.collection:
+            building_default = True
+            collection_dir = ensure_default_collection(settings, status=log.info)
+            name = default_collection_label()
+        building_default = False
+        pipeline = open_pipeline(settings, collection_dir, with_captioner=False, name=name)
+    except Exception as exc:  # anything here is shown on the page instead of crashing
+        error = startup_error(exc, building_default)
+        log.error("start-up failed: %s", error, exc_info=not isinstance(exc, RagError))
+        return error, None
+    try:
+        pipeline = pipeline.with_captioner(load_captioner_for(settings, pipeline.encoder))
+    except Exception as exc:
+        error = startup_error(exc if isinstance(exc, RagError) else CaptionerError(f"{type(exc).__name__}: {exc}"))
+        log.error("%s", error, exc_info=not isinstance(exc, RagError))
+        return pipeline, str(error)
+    log.info("ready: %s", pipeline.info())
+    return pipeline, None

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests and the benchmarks: tiny offline models and generated shape images."""

@@ -1,0 +1,163 @@
+"""Shared pieces of the tabs: the gallery with its details panel, number sliders, image inputs, JSON views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from rag.pipeline import Hit
+
+CAPTION_CHARS = 90
+NO_SELECTION = (
+    "*Each result shows its cosine similarity to the query · its first caption. "
+    "Select one to see all its captions, label and metadata.*"
+)
+
+
+def _short(text: str, limit: int = CAPTION_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def gallery_items(hits: list[Hit]) -> list[tuple[str, str]]:
+    """(thumbnail file, "score · first caption") per hit, in rank order."""
+    items = []
+    for hit in hits:
+        first = hit.captions[0] if hit.captions else (hit.label or hit.source or f"row {hit.id}")
+        items.append((hit.thumbnail, f"{hit.score:.3f} · {_short(first)}"))
+    return items
+
+
+def hit_json(hit: Hit, rank: int) -> dict[str, Any]:
+    """A hit as the API returns it (the thumbnail is a server path, so it comes as the gallery output instead)."""
+    data = hit.to_dict()
+    data.pop("thumbnail", None)
+    return {"rank": rank, **data}
+
+
+def hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
+    """The API's list of hits, ranked from 1."""
+    return [hit_json(hit, rank) for rank, hit in enumerate(hits, 1)]
+
+
+def markdown_text(text: Any) -> str:
+    """User data inside Markdown: no accidental formatting, tables or HTML."""
+    text = " ".join(str(text).split())
+    for char in "\\`*_{}[]<>#|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def details_markdown(hit: dict[str, Any]) -> str:
+    """Everything we know about one result: captions, label, metadata columns, score, source."""
+    lines = [f"### Row {hit['id']} · score {hit['score']:.3f}", ""]
+    lines.append(f"**Label:** {markdown_text(hit['label']) if hit.get('label') else '—'}  ")
+    lines.append(f"**Source:** {markdown_text(hit.get('source') or '—')}  ")
+    generated = " (written by the captioner at build time)" if hit.get("captions_generated") else ""
+    lines += ["", f"**Captions**{generated}:"]
+    lines += [f"- {markdown_text(c)}" for c in hit.get("captions") or []] or ["- —"]
+    metadata = hit.get("metadata") or {}
+    if metadata:
+        lines += ["", "| column | value |", "| --- | --- |"]
+        lines += [
+            f"| {markdown_text(k)} | {markdown_text(v) if v not in (None, '') else '—'} |" for k, v in metadata.items()
+        ]
+    return "\n".join(lines)
+
+
+def info_markdown(info: dict[str, Any]) -> str:
+    """The footer: what the Space serves."""
+    captioner = info.get("captioner") or "none loaded"
+    revision = f" @ `{info['revision']}`" if info.get("revision") else ""
+    text_model = info.get("text_model")
+    return (
+        f"**Collection:** {markdown_text(info['collection'])}{revision} · **{info['rows']:,} images** · "
+        f"**embedding:** `{info['embedding_model']}`"
+        + (f" (text: `{text_model}`)" if text_model and text_model != info.get("embedding_model") else "")
+        + f" · **index:** {markdown_text(info['index'])} · **captioner:** {markdown_text(captioner)}"
+        + f" · device: {info['device']}"
+    )
+
+
+def image_input(**kwargs: Any) -> gr.Image:
+    """gr.Image(type="filepath") that hands the uploaded file's path to rag.images.load_image unopened.
+
+    Plain gr.Image opens every upload with PIL during Gradio's preprocessing, so a non-image file or a
+    decompression bomb would fail there with Gradio's generic error; our loader refuses those with a message
+    that says why. (The method is replaced on the instance: subclassing a component makes Gradio write a
+    .pyi stub next to this file.)
+    """
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    original = image.preprocess
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        if payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:
+            return original(payload)
+        except Exception as exc:  # noqa: BLE001 - Gradio's decoders raise anything
+            raise gr.Error(f"This file could not be read as an image ({type(exc).__name__}).", print_exception=False)
+
+    image.preprocess = preprocess
+    return image
+
+
+def number_slider(minimum: int, maximum: int, **kwargs: Any) -> gr.Slider:
+    """A slider whose value the pipeline checks (rag.pipeline.check_int), so an out-of-range value sent through
+    the API gets the same message as everywhere else ("k must be between 1 and 50; got 100.")."""
+    slider = gr.Slider(minimum, maximum, step=1, **kwargs)
+    slider.preprocess = lambda payload: payload
+    return slider
+
+
+@dataclass
+class ResultsPanel:
+    """A results gallery, the details of the selected result, "More like this" and the JSON the API returns."""
+
+    gallery: gr.Gallery
+    result: gr.JSON
+    details: gr.Markdown
+    row_id: gr.Number
+    more: gr.Button
+
+    @property
+    def selection(self) -> list[gr.components.Component]:
+        """The outputs that show (or clear) the selected result."""
+        return [self.details, self.row_id, self.more]
+
+
+def results_panel(name: str) -> ResultsPanel:
+    """Lay out a results panel; ``name`` prefixes its element ids."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(
+                label="Results", columns=4, height="auto", object_fit="contain",
+                allow_preview=False, show_label=True, elem_id=f"{name}-gallery", format="jpeg",
+            )
+        with gr.Column(scale=2):
+            details = gr.Markdown(NO_SELECTION, elem_id=f"{name}-details")
+            more = gr.Button("More like this", interactive=False, elem_id=f"{name}-more")
+            row_id = gr.Number(value=-1, visible=False, precision=0, label="row id")
+    with gr.Accordion("Result as JSON (what the API returns)", open=False):
+        result = gr.JSON(label="result")
+    panel = ResultsPanel(gallery, result, details, row_id, more)
+    gallery.select(select_hit, [result], panel.selection, api_visibility="private", queue=False)
+    return panel
+
+
+def select_hit(result: dict | None, evt: gr.SelectData):
+    """Show the selected result's details and enable "More like this"."""
+    hits = (result or {}).get("hits") or []
+    if evt.index is None or not 0 <= evt.index < len(hits):
+        return clear_selection()
+    hit = hits[evt.index]
+    return details_markdown(hit), hit["id"], gr.update(interactive=True)
+
+
+def clear_selection():
+    """No result selected."""
+    return NO_SELECTION, -1, gr.update(interactive=False)

@@ -1,0 +1,79 @@
+"""What every tab needs: the served pipeline (or the start-up error), concurrency limits, the error guard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from rag.errors import CaptionerError
+from rag.pipeline import Pipeline
+from rag.startup import FIX_CAPTIONER
+
+from .errors import guarded
+
+# Concurrency. A CPU-basic Space has 2 vCPUs. Searches are short (one CLIP forward pass, which rag.encoder
+# serialises behind a lock anyway, a FAISS lookup and thumbnail file I/O), so up to 4 run at once across all
+# search events (shared concurrency_id): decoding uploads, FAISS and Gradio's file handling overlap while
+# no more threads than that fight over 2 cores. Describe runs one at a time: GIT beam search (or Qwen2-VL
+# on the one GPU) already saturates the hardware, so two in parallel would each take twice as long and use
+# twice the memory; serial gives the same throughput with better latency for whoever is first in line.
+SEARCH_CONCURRENCY = 4
+DESCRIBE_CONCURRENCY = 1
+QUEUE_MAX_SIZE = 64  # beyond this, new requests are told the queue is full instead of waiting for minutes
+SEARCH_LIMITS: dict[str, Any] = {"concurrency_id": "search", "concurrency_limit": SEARCH_CONCURRENCY}
+DESCRIBE_LIMITS: dict[str, Any] = {"concurrency_id": "describe", "concurrency_limit": DESCRIBE_CONCURRENCY}
+
+
+@dataclass
+class AppContext:
+    """The Space's pipeline (None when start-up failed), the start-up and captioner problems, example inputs."""
+
+    pipeline: Pipeline | None
+    startup_error: str | None = None
+    captioner_error: str | None = None
+    example_images: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> "AppContext":
+        """From what rag.startup.load_pipeline returned."""
+        if not isinstance(pipeline_or_error, Pipeline):
+            return cls(pipeline=None, startup_error=str(pipeline_or_error))
+        if pipeline_or_error.captioner is None and captioner_error is None:
+            captioner_error = "No captioner is loaded in this Space. " + FIX_CAPTIONER
+        return cls(pipeline_or_error, None, captioner_error, collection_examples(pipeline_or_error))
+
+    def pipeline_for(self, request: gr.Request | None = None) -> Pipeline:
+        """The pipeline that serves this request (one place to choose it, e.g. per browser session)."""
+        assert self.pipeline is not None  # guard() answers every request when start-up failed
+        return self.pipeline
+
+    def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a handler with the start-up error and the one error mapper (ui.errors)."""
+        return guarded(fn, self.startup_error)
+
+    def require_captioner(self) -> None:
+        """Describe needs a captioner: say what to set when there is none."""
+        if self.captioner_error:
+            raise CaptionerError(self.captioner_error)
+
+    @property
+    def allowed_paths(self) -> list[str]:
+        """Folders Gradio may serve files from: the thumbnail cache."""
+        return [str(Path(self.pipeline.cache_dir) / "thumbnails")] if self.pipeline is not None else []
+
+
+def collection_examples(pipeline: Pipeline, count: int = 4) -> list[str]:
+    """A few thumbnails spread over the collection, as example inputs for the image tabs."""
+    import logging
+
+    rows = len(pipeline.collection)
+    ids = sorted({i * rows // count for i in range(count)}) if rows else []
+    try:
+        return [str(pipeline.collection.thumbnail_path(i, pipeline.cache_dir)) for i in ids]
+    except Exception:  # examples are a nicety; never block start-up on them
+        logging.getLogger("ui").warning("could not extract example thumbnails", exc_info=True)
+        return []

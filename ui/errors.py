@@ -1,0 +1,47 @@
+"""The one error mapper: library exceptions -> gr.Error with a message fit for the user, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from rag.errors import InvalidInput, RagError
+
+log = logging.getLogger("ui")
+
+NOT_CONFIGURED = "The Space is not configured"
+
+
+def to_gr_error(exc: BaseException, where: str) -> gr.Error:
+    """InvalidInput -> "Invalid input"; other RagErrors -> their message; anything else -> a short logged note."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, InvalidInput):
+        return gr.Error(str(exc), title="Invalid input", print_exception=False)
+    if isinstance(exc, RagError):
+        log.warning("%s failed: %s", where, exc)
+        return gr.Error(str(exc), print_exception=False)
+    log.error("%s failed", where, exc_info=exc)
+    return gr.Error(
+        f"Something went wrong on our side ({type(exc).__name__}); it has been logged. Please try again.",
+        print_exception=False,
+    )
+
+
+def guarded(fn: Callable[..., Any], startup_error: str | None) -> Callable[..., Any]:
+    """Wrap an event handler: the start-up error first (if the Space could not start), then the mapper."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if startup_error:
+            raise gr.Error(startup_error, title=NOT_CONFIGURED, print_exception=False)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a readable gr.Error
+            raise to_gr_error(exc, fn.__name__) from None
+
+    return wrapper

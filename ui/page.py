@@ -1,0 +1,83 @@
+"""The page: header, start-up message, the tabs, the footer and /info; and launch() with the Space's options."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import gradio as gr
+
+from rag.pipeline import Pipeline
+
+from .components import info_markdown
+from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
+from .describe_tab import describe_tab
+from .search_tabs import image_tab, search_handlers, text_tab
+
+TITLE = "Multimodal RAG image search"
+MAX_FILE_SIZE = "20mb"
+THEME_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+_CONTEXTS: "weakref.WeakKeyDictionary[gr.Blocks, AppContext]" = weakref.WeakKeyDictionary()
+INTRO = (
+    f"# {TITLE}\n"
+    "Search the collection by text (in any language the text encoder reads) or by image, or let the "
+    "captioner describe your image using the captions of its nearest neighbours as context."
+)
+
+
+def info_handler(ctx: AppContext):
+    """The /info API function."""
+
+    def info() -> dict:
+        """What this Space serves: collection, revision, rows, embedding model, index, captioner."""
+        if ctx.startup_error:
+            return {"ok": False, "error": ctx.startup_error}
+        data = {"ok": True, **ctx.pipeline.info()}
+        if ctx.captioner_error:
+            data["captioner_error"] = ctx.captioner_error
+        return data
+
+    return info
+
+
+def footer(ctx: AppContext) -> str:
+    """The footer line under the tabs."""
+    if ctx.pipeline is None:
+        return "**Collection:** not loaded (see the message at the top)."
+    return info_markdown(ctx.pipeline.info())
+
+
+def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> gr.Blocks:
+    """The Blocks app around a loaded Pipeline, or around a start-up error (the page then says what to set)."""
+    ctx = AppContext.of(pipeline_or_error, captioner_error)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(
+            f"### ⚠️ The Space could not start\n\n{ctx.startup_error}" if ctx.startup_error else "",
+            visible=bool(ctx.startup_error), elem_id="startup-error",
+        )
+        handlers = search_handlers(ctx)
+        with gr.Tabs():
+            text_tab(ctx, handlers)
+            image_tab(ctx, handlers)
+            describe_tab(ctx)
+        gr.Markdown(footer(ctx), elem_id="info-footer")
+        gr.api(info_handler(ctx), api_name="info", concurrency_limit=None, queue=False)
+    demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    _CONTEXTS[demo] = ctx  # launch() reads the folders it may serve from here
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs: Any):
+    """demo.launch with this Space's settings (upload limit, thumbnail folder, local fonts); kwargs override."""
+    ctx = _CONTEXTS.get(demo)
+    options: dict[str, Any] = {
+        "max_file_size": MAX_FILE_SIZE,
+        "allowed_paths": ctx.allowed_paths if ctx else [],
+        # System fonts: the default theme would fetch Google Fonts on every page view.
+        "theme": gr.themes.Soft(font=THEME_FONTS, font_mono=MONO_FONTS),
+        "footer_links": ["api", "gradio"],
+    }
+    options.update(kwargs)
+    return demo.launch(**options)

@@ -1,0 +1,127 @@
+"""The "Text → image" and "Image → image" tabs and their endpoints: /search_text, /search_image, /similar_to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from rag.errors import InvalidInput
+
+from .components import (
+    ResultsPanel,
+    clear_selection,
+    gallery_items,
+    hits_json,
+    image_input,
+    number_slider,
+    results_panel,
+)
+from .context import SEARCH_LIMITS, AppContext
+from rag.pipeline import MAX_K
+
+TEXT_EXAMPLES = [
+    "a dog running on the beach",
+    "two people riding bicycles on a street",
+    "a child eating ice cream",
+    "kucing mesir",
+    "anjing bermain di pantai",
+]
+
+
+@dataclass
+class SearchHandlers:
+    """The search endpoints of one app, guarded by its error mapper."""
+
+    search_text: Callable[..., Any]
+    search_image: Callable[..., Any]
+    similar_to: Callable[..., Any]
+
+
+def search_handlers(ctx: AppContext) -> SearchHandlers:
+    """The API functions; their parameter names are the API's (a public contract)."""
+
+    def search_text(query: str, k: float, request: gr.Request):
+        """Images best matching a text query (any language the text encoder reads).
+
+        Returns the gallery (thumbnail files, "score · caption") and a dict:
+        {"query", "k", "hits": [{"rank", "id", "score", "captions", "label", "metadata", "source", ...}]}.
+        """
+        hits = ctx.pipeline_for(request).search_text(query, k)
+        return gallery_items(hits), {"query": query, "k": int(k), "hits": hits_json(hits)}
+
+    def search_image(image: str, k: float, request: gr.Request, progress=gr.Progress()):
+        """Images most similar to an uploaded image. Returns the gallery and {"k", "hits": [...]}."""
+        progress(0, desc="Reading the image and searching")
+        hits = ctx.pipeline_for(request).search_image(image, k)
+        return gallery_items(hits), {"k": int(k), "hits": hits_json(hits)}
+
+    def similar_to(row_id: float, k: float, request: gr.Request):
+        """ "More like this": neighbours of a collection row (itself excluded). Returns the gallery and
+        {"row_id", "k", "hits": [...]}."""
+        if row_id is None or row_id == "" or (isinstance(row_id, (int, float)) and row_id < 0):
+            raise InvalidInput("Select an image in the results first.")
+        hits = ctx.pipeline_for(request).similar_to(row_id, k)
+        return gallery_items(hits), {"row_id": int(row_id), "k": int(k), "hits": hits_json(hits)}
+
+    return SearchHandlers(ctx.guard(search_text), ctx.guard(search_image), ctx.guard(similar_to))
+
+
+def wire_more_like_this(panel: ResultsPanel, handler: Callable[..., Any], k: gr.Slider, api_name: str | None,
+                        name: str) -> None:
+    """"More like this" fills the panel's gallery; the details keep showing the row whose neighbours these are."""
+    panel.more.click(
+        handler, [panel.row_id, k], [panel.gallery, panel.result],
+        api_name=api_name or f"{name}_similar_to", api_visibility="public" if api_name else "private",
+        **SEARCH_LIMITS,
+    )
+
+
+def wire_search(trigger: Callable[..., Any], handler: Callable[..., Any], inputs: list, panel: ResultsPanel,
+                api_name: str | None = None) -> None:
+    """Clear the old selection, then search; only api_name'd triggers are public endpoints."""
+    trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
+        handler, inputs, [panel.gallery, panel.result], api_name=api_name,
+        api_visibility="public" if api_name else "private", **SEARCH_LIMITS,
+    )
+
+
+def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
+    """Text → image: query box, k, examples, results; the button is /search_text, "More like this" /similar_to."""
+    with gr.Tab("Text → image", id="text"):
+        with gr.Row():
+            query = gr.Textbox(
+                label="Query", placeholder="a dog running on the beach · anjing bermain di pantai",
+                scale=4, max_lines=3, elem_id="query",
+            )
+            k = number_slider(1, MAX_K, value=12, label="Number of results (k)", scale=1)
+        button = gr.Button("Search", variant="primary", elem_id="search-text-button")
+        gr.Examples([[q] for q in TEXT_EXAMPLES], [query], label="Examples (the last two are Indonesian)")
+        panel = results_panel("text")
+        wire_more_like_this(panel, handlers.similar_to, k, "similar_to", "text")
+        # The button is the API endpoint; pressing Enter runs the same function, privately.
+        wire_search(button.click, handlers.search_text, [query, k], panel, api_name="search_text")
+        wire_search(query.submit, handlers.search_text, [query, k], panel)
+    return panel
+
+
+def image_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
+    """Image → image: upload, k, examples from the collection, results; the button is /search_image."""
+    with gr.Tab("Image → image", id="image"):
+        with gr.Row():
+            image = image_input(
+                label="Image (upload, paste or webcam)", sources=["upload", "clipboard", "webcam"],
+                height=280, elem_id="image-query",
+            )
+            with gr.Column():
+                k = number_slider(1, MAX_K, value=12, label="Number of results (k)")
+                button = gr.Button("Search", variant="primary", elem_id="search-image-button")
+                if ctx.example_images:
+                    gr.Examples([[p] for p in ctx.example_images], [image], label="Try an image from the collection")
+        panel = results_panel("image")
+        wire_more_like_this(panel, handlers.similar_to, k, None, "image")
+        wire_search(button.click, handlers.search_image, [image, k], panel, api_name="search_image")
+        wire_search(image.upload, handlers.search_image, [image, k], panel)
+    return panel
