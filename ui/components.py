@@ -123,6 +123,7 @@ class ResultsPanel:
     details: gr.Markdown
     row_id: gr.Number
     more: gr.Button
+    status: gr.Markdown
 
     @property
     def selection(self) -> list[gr.components.Component]:
@@ -134,9 +135,11 @@ def results_panel(name: str) -> ResultsPanel:
     """Lay out a results panel; ``name`` prefixes its element ids."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
+            status = gr.Markdown("", elem_id=f"{name}-status", elem_classes=["live-status"])
             gallery = gr.Gallery(
                 label="Results", columns=4, height="auto", object_fit="contain",
                 allow_preview=False, show_label=True, elem_id=f"{name}-gallery", format="jpeg",
+                elem_classes=["results-gallery"],
             )
         with gr.Column(scale=2):
             details = gr.Markdown(NO_SELECTION, elem_id=f"{name}-details")
@@ -144,7 +147,7 @@ def results_panel(name: str) -> ResultsPanel:
             row_id = gr.Number(value=-1, visible=False, precision=0, label="row id")
     with gr.Accordion("Result as JSON (what the API returns)", open=False):
         result = gr.JSON(label="result")
-    panel = ResultsPanel(gallery, result, details, row_id, more)
+    panel = ResultsPanel(gallery, result, details, row_id, more, status)
     gallery.select(select_hit, [result], panel.selection, api_visibility="private", queue=False)
     return panel
 
@@ -156,6 +159,21 @@ def select_hit(result: dict | None, evt: gr.SelectData):
         return clear_selection()
     hit = hits[evt.index]
     return details_markdown(hit), hit["id"], gr.update(interactive=True)
+
+
+def result_status(result: dict | None) -> str:
+    """One line a screen reader announces after a search: how many results, for what."""
+    hits = (result or {}).get("hits")
+    if hits is None:
+        return ""
+    what = f" for “{markdown_text(result['query'])}”" if result.get("query") else ""
+    if result.get("row_id") is not None:
+        what = f" like row {result['row_id']}"
+    if not hits:
+        return f"No results{what}."
+    best = hits[0]
+    first = (best.get("captions") or [best.get("label") or ""])[0]
+    return f"{len(hits)} results{what}. Best: {markdown_text(first)} (score {best['score']:.2f})."
 
 
 def clear_selection():

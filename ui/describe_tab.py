@@ -9,7 +9,7 @@ import gradio as gr
 
 from rag.pipeline import MAX_CONTEXT_K
 
-from .components import gallery_items, hits_json, image_input, number_slider
+from .components import gallery_items, hits_json, image_input, markdown_text, number_slider
 from .context import DESCRIBE_LIMITS, AppContext
 
 
@@ -33,6 +33,15 @@ def describe_handler(ctx: AppContext) -> Callable[..., Any]:
     return ctx.guard(describe)
 
 
+def describe_status(result: dict | None) -> str:
+    """What a screen reader announces when the description is ready."""
+    if not result:
+        return ""
+    context = len(result.get("context") or [])
+    used = f"with {context} neighbours as context" if context else "without retrieved context"
+    return f"Description ready ({used}): {markdown_text(result.get('text') or '')}"
+
+
 def describe_tab(ctx: AppContext) -> None:
     """Image, optional question, context size; the description, its context neighbours and the prompt."""
     with gr.Tab("Describe", id="describe"):
@@ -53,9 +62,10 @@ def describe_tab(ctx: AppContext) -> None:
                 )
                 button = gr.Button("Describe", variant="primary", elem_id="describe-button")
                 if ctx.example_images:
-                    gr.Examples([[p] for p in ctx.example_images], [image],
+                    gr.Examples([[p] for p in ctx.example_images], [image], elem_id="describe-examples",
                                 label="Try an image from the collection (it will find itself first)")
             with gr.Column():
+                status = gr.Markdown("", elem_id="describe-status", elem_classes=["live-status"])
                 description = gr.Textbox(
                     label="Description", lines=3, interactive=False, elem_id="description", buttons=["copy"],
                 )
@@ -70,4 +80,4 @@ def describe_tab(ctx: AppContext) -> None:
         button.click(
             describe_handler(ctx), [image, question, k], [description, context_gallery, prompt, result],
             api_name="describe", **DESCRIBE_LIMITS,
-        )
+        ).success(describe_status, [result], [status], api_visibility="private", queue=False)

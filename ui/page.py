@@ -13,11 +13,10 @@ from .components import info_markdown
 from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
 from .describe_tab import describe_tab
 from .search_tabs import image_tab, search_handlers, text_tab
+from .theme import CSS, HEAD, space_theme
 
 TITLE = "Multimodal RAG image search"
 MAX_FILE_SIZE = "20mb"
-THEME_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
-MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 _CONTEXTS: "weakref.WeakKeyDictionary[gr.Blocks, AppContext]" = weakref.WeakKeyDictionary()
 INTRO = (
     f"# {TITLE}\n"
@@ -75,8 +74,9 @@ def launch(demo: gr.Blocks, **kwargs: Any):
     options: dict[str, Any] = {
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": ctx.allowed_paths if ctx else [],
-        # System fonts: the default theme would fetch Google Fonts on every page view.
-        "theme": gr.themes.Soft(font=THEME_FONTS, font_mono=MONO_FONTS),
+        "theme": space_theme(),  # system fonts (no Google Fonts fetch), WCAG AA contrast
+        "css": CSS,
+        "head": HEAD,
         "footer_links": ["api", "gradio"],
     }
     options.update(kwargs)

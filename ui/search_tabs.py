@@ -14,6 +14,7 @@ from .components import (
     ResultsPanel,
     clear_selection,
     gallery_items,
+    result_status,
     hits_json,
     image_input,
     number_slider,
@@ -76,7 +77,7 @@ def wire_more_like_this(panel: ResultsPanel, handler: Callable[..., Any], k: gr.
         handler, [panel.row_id, k], [panel.gallery, panel.result],
         api_name=api_name or f"{name}_similar_to", api_visibility="public" if api_name else "private",
         **SEARCH_LIMITS,
-    )
+    ).success(result_status, [panel.result], [panel.status], api_visibility="private", queue=False)
 
 
 def wire_search(trigger: Callable[..., Any], handler: Callable[..., Any], inputs: list, panel: ResultsPanel,
@@ -85,7 +86,7 @@ def wire_search(trigger: Callable[..., Any], handler: Callable[..., Any], inputs
     trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
         handler, inputs, [panel.gallery, panel.result], api_name=api_name,
         api_visibility="public" if api_name else "private", **SEARCH_LIMITS,
-    )
+    ).success(result_status, [panel.result], [panel.status], api_visibility="private", queue=False)
 
 
 def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
@@ -94,9 +95,9 @@ def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
         with gr.Row():
             query = gr.Textbox(
                 label="Query", placeholder="a dog running on the beach · anjing bermain di pantai",
-                scale=4, max_lines=3, elem_id="query",
+                scale=4, max_lines=3, elem_id="query", min_width=320,  # full width on a phone (the row wraps)
             )
-            k = number_slider(1, MAX_K, value=12, label="Number of results (k)", scale=1)
+            k = number_slider(1, MAX_K, value=12, label="Number of results (k)", scale=1, min_width=200)
         button = gr.Button("Search", variant="primary", elem_id="search-text-button")
         gr.Examples([[q] for q in TEXT_EXAMPLES], [query], label="Examples (the last two are Indonesian)")
         panel = results_panel("text")
