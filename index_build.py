@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from rag.build import BuildOptions, build_collection
+from rag.build_paths import UnsafeOutput, check_output
 from rag.collection import Collection, data_files
 from rag.config import DEFAULT_CAPTIONER_MODELS, DEFAULT_EMBEDDING_MODEL, hf_token
 from rag.errors import RagError
@@ -56,9 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="GIT model for --caption-missing")
 
     idx = parser.add_argument_group("index and output")
-    idx.add_argument("--index-factory", default="Flat", help="FAISS factory string (inner product), or 'auto': "
-                     "Flat up to 250k rows, HNSW32 up to 3M, IVF-PQ beyond (default: Flat)")
-    idx.add_argument("--out", metavar="DIR", help="collection directory to write (built aside, moved in when complete)")
+    idx.add_argument("--index-factory", default="auto", help="FAISS factory string (inner product), or 'auto': "
+                     "Flat up to 250k rows, HNSW32 up to 3M, IVF-SQ8 beyond (default: auto)")
+    idx.add_argument("--out", metavar="DIR", help="collection directory to write: new, empty or holding a collection "
+                     "(built aside in DIR.partial, moved in when complete)")
+    idx.add_argument("--overwrite", action="store_true", help="replace the collection already in --out (kept in place "
+                     "until the new one is complete)")
     idx.add_argument("--resume", action="store_true", help="continue an interrupted build of --out from its saved chunks")
     idx.add_argument("--chunk-rows", type=int, default=1024, help="rows per committed chunk / parquet file (default: 1024)")
     idx.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,6 +120,13 @@ def _size_total(paths: list[Path]) -> str:
     return f"{total / 1024 / 1024:.1f} MB"
 
 
+def _source_path(args: argparse.Namespace) -> Path | None:
+    """The local source folder (or dataset path) that --out must stay clear of."""
+    if args.images:
+        return Path(args.images)
+    return Path(args.dataset) if args.dataset and Path(args.dataset).exists() else None
+
+
 def make_source(args: argparse.Namespace, token: str | None):
     from rag.sources import DatasetSource, FolderSource
 
@@ -140,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             print(verify(args.verify, args.revision, token))
             return 0
+        check_output(Path(args.out), _source_path(args), args.overwrite)  # refuse before loading anything
         from rag.captioner import load_captioner
         from rag.encoder import Encoder
 
@@ -153,13 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
                                chunk_rows=args.chunk_rows, progress=not args.no_progress,
                                caption_missing=args.caption_missing)
-        manifest = build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner)
+        manifest = build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner,
+                                    overwrite=args.overwrite)
         print(f"wrote {args.out}: {manifest.rows} rows, {manifest.skipped['count']} skipped, "
               f"index {manifest.index_factory}, {manifest.build['seconds']} s")
         if args.push_to_hub:
-            url = push_collection(Path(args.out), args.push_to_hub, private=args.private, revision=args.revision, token=token)
-            print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} ({url})")
+            commit = push_collection(Path(args.out), args.push_to_hub, private=args.private, revision=args.revision,
+                                     token=token)
+            print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} at commit {commit} (verified); "
+                  f"pin it on the Space with RAG_REVISION={commit}")
         return 0
+    except UnsafeOutput as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,9 +8,7 @@ collection appears at ``out`` by one rename, never half-written.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
 from collections import deque
@@ -24,19 +22,18 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .collection import DATA_DIR, Manifest
-from .collection_writer import rows_to_table, seal_collection, write_table
+from .build_paths import check_output, move_into_place, partial_dir
+from .build_state import BUILD_STATE, CHUNKS_DIR, Chunks, check_complete, open_partial
+from .collection import Manifest
+from .collection_writer import seal_collection
 from .encoder import Encoder
-from .errors import CollectionError, InvalidInput, ResumeMismatch
-from . import images as image_limits
+from .errors import CollectionError, InvalidInput
 from .images import load_image, thumbnail_bytes
 from .index import auto_factory, build_index, default_search_params
 from .sources import Source, SourceItem
 
 log = logging.getLogger(__name__)
 
-CHUNKS_DIR = "chunks"
-BUILD_STATE = "build.json"
 MAX_SKIPPED_LISTED = 1000
 DRAFT_SIZE = 448  # JPEGs are decoded at reduced scale when this still covers the model and thumbnail sizes
 
@@ -53,7 +50,7 @@ class CaptionWriter(Protocol):
 class BuildOptions:
     """Knobs of one build; the ones that change the result are part of the resume fingerprint."""
 
-    index_factory: str = "Flat"
+    index_factory: str = "auto"
     batch_size: int = 32
     workers: int = 2
     chunk_rows: int = 1024
@@ -71,24 +68,8 @@ class _Batch:
 
 
 def _decode(item: SourceItem) -> Image.Image:
-    if isinstance(item.image, (str, Path)) or isinstance(item.image, bytes):
-        return load_image(_draft(item.image))
-    return load_image(item.image)
-
-
-def _draft(source: Any) -> Any:
-    """Open a JPEG in draft mode so libjpeg decodes it at a reduced scale (much faster, same result at 224 px)."""
-    import io
-
-    try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except Exception:
-        return source  # load_image will report why
-    if image.width * image.height > image_limits.MAX_PIXELS:
-        return source  # refused by load_image at its real size, before any decoding
-    if image.format == "JPEG":
-        image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
-    return image
+    """Decode at reduced scale where possible (JPEG draft, integer reduction): 448 px still covers model and thumbnail."""
+    return load_image(item.image, side=DRAFT_SIZE)
 
 
 def _prepare(items: list[SourceItem], encoder: Encoder, keep_images: bool) -> _Batch:
@@ -144,71 +125,16 @@ def _prepared_batches(
             yield pending.popleft().result()
 
 
-class _Chunks:
-    """Committed chunks of a partial build: vectors (.npy), a metadata shard and a json record each."""
-
-    def __init__(self, partial: Path) -> None:
-        self.partial = partial
-        self.folder = partial / CHUNKS_DIR
-        self.records: list[dict[str, Any]] = []
-        for path in sorted(self.folder.glob("*.json")):
-            self.records.append(json.loads(path.read_text()))
-
-    @property
-    def rows(self) -> int:
-        return sum(r["rows"] for r in self.records)
-
-    @property
-    def source_end(self) -> int:
-        return self.records[-1]["source_end"] if self.records else 0
-
-    def commit(self, vectors: np.ndarray, rows: list[dict[str, Any]], skipped: list, source_end: int,
-               extra_columns: list[str], generated: int) -> None:
-        number = len(self.records)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.partial / DATA_DIR).mkdir(parents=True, exist_ok=True)
-        np.save(self.folder / f"{number:05d}.npy", vectors)
-        if rows:
-            write_table(rows_to_table(rows, self.rows, extra_columns), self.partial / DATA_DIR / f"metadata-{number:05d}.parquet")
-        record = {"rows": len(rows), "source_end": source_end, "skipped": skipped, "generated": generated}
-        tmp = self.folder / f"{number:05d}.json.tmp"
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.folder / f"{number:05d}.json")  # the chunk exists once this file does
-        self.records.append(record)
-
-    def vectors(self, dim: int) -> np.ndarray:
-        parts = [np.load(self.folder / f"{n:05d}.npy") for n in range(len(self.records))]
-        parts = [p for p in parts if len(p)]
-        return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
-
-
 def _fingerprint(source: Source, encoder: Encoder, options: BuildOptions, captioner: CaptionWriter | None) -> dict:
+    folder = source_folder(source)
     return {
         "source": source.manifest_entry(),
+        "source_path": str(folder.expanduser().resolve()) if folder is not None else None,
         "model": {"id": encoder.model_id, "revision": encoder.revision},
         "caption_missing": bool(options.caption_missing),
         "captioner": getattr(captioner, "model_id", None),
         "chunk_rows": options.chunk_rows,
     }
-
-
-def _open_partial(out: Path, fingerprint: dict, resume: bool) -> Path:
-    """The ``<out>.partial`` folder of this build: resumed when asked and compatible, else started afresh."""
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        state_path = partial / BUILD_STATE
-        previous = json.loads(state_path.read_text()) if state_path.exists() else None
-        if not resume:
-            log.warning("removing the unfinished build at %s (pass --resume to continue it instead)", partial)
-            shutil.rmtree(partial)
-        elif previous != fingerprint:
-            raise ResumeMismatch(
-                f"Cannot resume: {partial} was started with different settings ({previous}); "
-                "delete it or run without --resume."
-            )
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / BUILD_STATE).write_text(json.dumps(fingerprint))
-    return partial
 
 
 def build_collection(
@@ -219,12 +145,18 @@ def build_collection(
     resume: bool = False,
     captioner: CaptionWriter | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
-    """Encode every usable image of ``source`` and write a complete collection at ``out_dir``."""
+    """Encode every usable image of ``source`` and write a complete collection at ``out_dir``.
+
+    Refuses (UnsafeOutput, nothing touched) an ``out_dir`` the builder may not write: see rag.build_paths.
+    """
     options = options or BuildOptions()
-    out = Path(out_dir)
-    partial = _open_partial(out, _fingerprint(source, encoder, options, captioner), resume)
-    chunks = _Chunks(partial)
+    out = Path(out_dir).expanduser().absolute()
+    check_output(out, source_folder(source), overwrite)
+    partial = partial_dir(out)
+    fingerprint = _fingerprint(source, encoder, options, captioner)
+    chunks = open_partial(out, fingerprint, resume)
     started = time.perf_counter()
     total = len(source)
     bar = tqdm(total=total, initial=chunks.source_end, unit="img", desc="encoding", disable=not options.progress,
@@ -271,7 +203,16 @@ def build_collection(
     return _finish(source, encoder, options, chunks, partial, out, started, captioner)
 
 
-def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: _Chunks, partial: Path, out: Path,
+def source_folder(source: Source) -> Path | None:
+    """The local folder (or file) a source reads, which a build must never write over."""
+    folder = getattr(source, "folder", None)
+    if folder is not None:
+        return Path(folder)
+    name = getattr(source, "name", None)
+    return Path(name) if isinstance(name, str) and Path(name).exists() else None
+
+
+def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chunks, partial: Path, out: Path,
             started: float, captioner: CaptionWriter | None) -> Manifest:
     """Build the index, write manifest and card, then move the collection into place in one rename."""
     skipped = [s for r in chunks.records for s in r["skipped"]]
@@ -282,6 +223,7 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: _Ch
             f"No usable image in the source ({len(skipped)} unreadable of {len(source)}); nothing was written."
         )
     vectors = chunks.vectors(encoder.dim)
+    check_complete(chunks, vectors)
     factory = options.index_factory
     if factory == "auto":
         factory = auto_factory(rows, encoder.dim)
@@ -310,18 +252,5 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: _Ch
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / CHUNKS_DIR)
     (partial / BUILD_STATE).unlink()
-    _move_into_place(partial, out)
+    move_into_place(partial, out)
     return manifest
-
-
-def _move_into_place(partial: Path, out: Path) -> None:
-    """Replace ``out`` with the finished build; an old collection is removed only after the new one is there."""
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, out)

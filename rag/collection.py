@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .cache import thumbnail_cache
 from .errors import CollectionError
-from .index import index_type_name, load_index
+from .index import can_reconstruct, index_type_name, load_index
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -61,9 +61,11 @@ class Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
-            raise CollectionError(f"{path.parent} is not a collection: it has no {MANIFEST}.") from exc
+            raise CollectionError(f"{path.parent.name} is not a collection: it has no {MANIFEST}.") from exc
         except (OSError, ValueError) as exc:
-            raise CollectionError(f"{path} is not valid JSON: {exc}") from exc
+            raise CollectionError(f"{MANIFEST} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CollectionError(f"{MANIFEST} does not hold a JSON object.")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise CollectionError(
@@ -73,7 +75,7 @@ class Manifest:
         try:
             return cls(**data)
         except TypeError as exc:
-            raise CollectionError(f"{path} is missing or has unknown fields: {exc}") from exc
+            raise CollectionError(f"{MANIFEST} is missing or has unknown fields: {exc}") from exc
 
     @property
     def model_id(self) -> str:
@@ -113,6 +115,7 @@ class Collection:
                 start += count
         self._group_starts = np.array([g[0] for g in self._row_groups], dtype=np.int64)
         self._extra_columns = [c for c in table.column_names if c not in BASE_COLUMNS]
+        self._can_reconstruct: bool | None = None
 
     @classmethod
     def open(
@@ -124,8 +127,9 @@ class Collection:
         """Validate and load a collection directory, or raise CollectionError naming the first problem."""
         directory = Path(directory)
         if not directory.is_dir():
-            raise CollectionError(f"Collection directory {directory} does not exist.")
+            raise CollectionError(f"Collection directory {directory.name} does not exist.")
         manifest = Manifest.read(directory / MANIFEST)
+        check_listed_files(manifest)
         for relative in manifest.files:
             if not (directory / relative).is_file():
                 raise CollectionError(f"The collection is missing {relative} (listed in {MANIFEST}).")
@@ -139,7 +143,7 @@ class Collection:
             )
         if not shards:
             raise CollectionError(f"The collection has no {DATA_DIR}/metadata-*.parquet files.")
-        index = load_index(directory / INDEX_FILE, manifest.search_params)
+        index = load_index(directory / INDEX_FILE, manifest.search_params)  # params clamped, IVF direct map made
         if index.d != manifest.dim:
             raise CollectionError(f"The index has dimension {index.d} but {MANIFEST} says {manifest.dim}.")
         try:
@@ -155,6 +159,13 @@ class Collection:
                 f"{MANIFEST} says {manifest.rows}."
             )
         return cls(directory, manifest, index, table, shards)
+
+    @property
+    def can_reconstruct(self) -> bool:
+        """Whether the index hands back stored vectors (checked once)."""
+        if self._can_reconstruct is None:
+            self._can_reconstruct = can_reconstruct(self.index)
+        return self._can_reconstruct
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -208,15 +219,10 @@ class Collection:
         return column[row_id - start].as_py()["bytes"]
 
     def thumbnail_path(self, row_id: int, cache_dir: Path) -> Path:
-        """A file holding the row's thumbnail, cached on disk so galleries stream files."""
-        folder = Path(cache_dir) / "thumbnails" / self.fingerprint
-        path = folder / f"{row_id}.jpg"
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
-            tmp.write_bytes(self.thumbnail(row_id))
-            os.replace(tmp, path)
-        return path
+        """A file holding the row's thumbnail, in the capped disk cache (rag.cache) so galleries stream files."""
+        if not 0 <= row_id < len(self):
+            raise IndexError(f"row {row_id} is outside the collection")
+        return thumbnail_cache(cache_dir).path(self.fingerprint, row_id, self.thumbnail)
 
     @property
     def fingerprint(self) -> str:
@@ -224,11 +230,30 @@ class Collection:
         return self.manifest.files.get(INDEX_FILE, "unknown")[:16]
 
     def stored_vectors(self, ids: Sequence[int]) -> np.ndarray | None:
-        """The indexed vectors of these rows, or None where the index cannot reconstruct them (IVF-PQ)."""
-        try:
-            return np.asarray(self.index.reconstruct_batch(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
-        except RuntimeError:
+        """The indexed vectors of these rows, or None where the index type cannot give them back."""
+        if not self.can_reconstruct:
             return None
+        return np.asarray(self.index.reconstruct_batch(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+
+
+SHARD_NAME = re.compile(r"^data/metadata-\d{5}\.parquet$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_listed_files(manifest: Manifest) -> None:
+    """The manifest lists index.faiss and only files of the format, by relative paths inside the collection."""
+    if not isinstance(manifest.files, dict):
+        raise CollectionError(f"{MANIFEST} has no file list.")
+    for relative, digest in manifest.files.items():
+        path = PurePosixPath(str(relative))
+        if path.is_absolute() or ".." in path.parts or "\\" in str(relative) or ":" in str(relative):
+            raise CollectionError(f"{MANIFEST} lists a path outside the collection: {str(relative)[:80]!r}.")
+        if relative != INDEX_FILE and not SHARD_NAME.match(str(relative)):
+            raise CollectionError(f"{MANIFEST} lists {str(relative)[:80]!r}, which is not a file of this format.")
+        if not isinstance(digest, str) or not SHA256.match(digest):
+            raise CollectionError(f"{MANIFEST} has no valid sha256 checksum for {relative}.")
+    if INDEX_FILE not in manifest.files:
+        raise CollectionError(f"{MANIFEST} does not list {INDEX_FILE} with its checksum.")
 
 
 def verify_files(directory: Path, manifest: Manifest, stamp_dir: Path | None = None) -> None:

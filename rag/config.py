@@ -28,6 +28,19 @@ def default_cache_dir() -> Path:
     return Path(_env("RAG_CACHE_DIR") or Path.home() / ".cache" / "rag-space")
 
 
+def _positive_float(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of gigabytes, not {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app needs to start; a duplicated Space only sets ``RAG_COLLECTION``."""
@@ -40,6 +53,7 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str | None = None
+    cache_max_gb: float = 2.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -56,4 +70,5 @@ class Settings:
             hf_token=hf_token(),
             cache_dir=default_cache_dir(),
             device=_env("RAG_DEVICE"),
+            cache_max_gb=_positive_float("RAG_CACHE_MAX_GB", 2.0),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -16,6 +17,10 @@ AUTO_FLAT_MAX_ROWS = 250_000
 AUTO_HNSW_MAX_ROWS = 3_000_000
 TRAIN_SAMPLE_MAX = 100_000
 DEFAULT_SEARCH_PARAMS = {"HNSW": "efSearch=128", "IVF": "nprobe=32"}
+# Bounds for search parameters read from a manifest: beyond these a query only burns CPU.
+SEARCH_PARAM_BOUNDS = {"efSearch": (1, 1024), "nprobe": (1, 1024)}
+
+log = logging.getLogger(__name__)
 
 
 def auto_factory(rows: int, dim: int) -> str:
@@ -59,10 +64,54 @@ def build_index(vectors: np.ndarray, factory: str = "Flat", seed: int = 0) -> fa
     return index
 
 
+def clamp_search_params(index: faiss.Index, params: str) -> str:
+    """Keep only known search parameters, within sane bounds (a manifest from a stranger's repo is untrusted)."""
+    kept = []
+    for item in filter(None, (p.strip() for p in str(params or "").split(","))):
+        name, _, value = item.partition("=")
+        if name not in SEARCH_PARAM_BOUNDS:
+            raise CollectionError(f"The manifest sets an unknown search parameter {name!r}.")
+        try:
+            number = int(value)
+        except ValueError:
+            raise CollectionError(f"The manifest's search parameter {name} is not a whole number: {value!r}.") from None
+        low, high = SEARCH_PARAM_BOUNDS[name]
+        if not low <= number <= high:
+            log.warning("search parameter %s=%s from the manifest clamped to [%d, %d]", name, number, low, high)
+            number = min(max(number, low), high)
+        ivf = faiss.try_extract_index_ivf(index)
+        if name == "nprobe" and ivf is not None:
+            number = min(number, ivf.nlist)  # probing more lists than exist changes nothing
+        kept.append(f"{name}={number}")
+    return ",".join(kept)
+
+
 def apply_search_params(index: faiss.Index, params: str) -> None:
-    """Set efSearch / nprobe style parameters, if any."""
+    """Set efSearch / nprobe style parameters, if any (clamped, see clamp_search_params)."""
+    params = clamp_search_params(index, params)
     if params:
         faiss.ParameterSpace().set_index_parameters(index, params)
+
+
+def make_direct_map(index: faiss.Index) -> None:
+    """Give an IVF index its id -> list map so ``reconstruct`` works (stored vectors for "more like this")."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.make_direct_map()
+
+
+def can_reconstruct(index: faiss.Index) -> bool:
+    """Whether the index gives back stored vectors: IVF with a direct map, or a probe of row 0 for the others."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return ivf.direct_map.type != faiss.DirectMap.NoMap
+    if index.ntotal == 0:
+        return False
+    try:
+        index.reconstruct(0)
+    except RuntimeError:  # FAISS says "reconstruct not implemented" for this index type
+        return False
+    return True
 
 
 def save_index(index: faiss.Index, path: Path) -> None:
@@ -85,6 +134,7 @@ def load_index(path: Path, params: str = "") -> faiss.Index:
     else:
         raise CollectionError(f"{path.name} is not a readable FAISS index: {last_error}")
     apply_search_params(index, params)
+    make_direct_map(index)
     return index
 
 

@@ -7,6 +7,7 @@ Every user-facing failure is an InvalidInput (bad request) or RagError (service 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -70,16 +71,19 @@ class Description:
 
 
 def check_int(k: Any, low: int = 1, high: int = MAX_K, what: str = "k") -> int:
-    """A whole number in [low, high], or InvalidInput saying the allowed range."""
+    """A whole number in [low, high], or InvalidInput with one message for every bad value (inf, NaN, bool, huge)."""
+    message = f"{what} must be a whole number between {low} and {high}."
+    if isinstance(k, bool) or not isinstance(k, (int, float, str, np.integer, np.floating)):
+        raise InvalidInput(message)
     try:
-        value = int(k)
-        if value != float(k):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} must be a whole number between {low} and {high}, not {k!r}.") from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{what} must be between {low} and {high}; got {value}.")
-    return value
+        number = float(k)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(message) from None
+    if not math.isfinite(number) or not number.is_integer() or abs(number) >= 1e12:
+        raise InvalidInput(message)
+    if not low <= number <= high:
+        raise InvalidInput(f"{what} must be between {low} and {high}; got {int(number)}.")
+    return int(number)
 
 
 def check_k(k: Any, low: int = 1, high: int = MAX_K) -> int:
@@ -115,6 +119,7 @@ class Pipeline:
     captioner: Captioner | None = None
     name: str = ""
     revision: str | None = None
+    commit: str | None = None
     text_model: str | None = None
     load_seconds: float = 0.0
 
@@ -244,7 +249,8 @@ class Pipeline:
         manifest = self.collection.manifest
         return {
             "collection": self.name,
-            "revision": self.revision or "main",
+            "revision": self.commit,
+            "requested_revision": (self.revision or "main") if self.commit else None,
             "rows": len(self.collection),
             "embedding_model": manifest.model_id,
             "text_model": self.text_model or manifest.model_id,

@@ -164,8 +164,8 @@ class FolderSource(Source):
     def manifest_entry(self) -> dict[str, Any]:
         return {
             "kind": "images",
-            "name": str(self.folder),
-            "captions_file": str(self.captions_file) if self.captions_file else None,
+            "name": _public_name(self.folder),
+            "captions_file": _relative_to(self.captions_file, self.folder) if self.captions_file else None,
             "label_from_folder": self.label_from_folder,
             "rows": len(self),
         }
@@ -173,6 +173,19 @@ class FolderSource(Source):
     @property
     def caption_source(self) -> str:
         return f"captions file {self.captions_file.name}" if self.captions_file else "none"
+
+
+def _public_name(path: Path) -> str:
+    """A local folder or file as published in the manifest: its name only, never the builder's absolute path."""
+    return Path(path).expanduser().resolve().name
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to the source folder when inside it, else its file name (published in the manifest)."""
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def _load_dataset(name: str, config: str | None, split: str, token: str | None):
@@ -274,7 +287,7 @@ class DatasetSource(Source):
     def manifest_entry(self) -> dict[str, Any]:
         return {
             "kind": "dataset",
-            "name": self.name,
+            "name": _public_name(Path(self.name)) if Path(self.name).exists() else self.name,
             "config": self.config,
             "split": self.split,
             "where": self.where,

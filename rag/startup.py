@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .cache import thumbnail_cache
 from .captioner import Captioner, load_captioner
 from .collection import Collection
 from .config import Settings
@@ -24,7 +25,7 @@ from .errors import (
     RagError,
     StartupError,
 )
-from .hub import resolve_collection
+from .hub import looks_like_repo_id, resolve_collection, snapshot_commit
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ def startup_error(exc: BaseException, building_default: bool = False) -> Startup
     return StartupError(f"Could not {what}: {detail}", stage=stage, fix=fix)
 
 
+def public_name(spec: str) -> str:
+    """A collection as shown to users: the Hub repo id, or only the folder's name for a local path."""
+    return spec if looks_like_repo_id(spec) else Path(spec).expanduser().name
+
+
 def load_encoder(collection: Collection, settings: Settings) -> Encoder:
     """The encoder the collection's manifest names (plus RAG_TEXT_MODEL), checked against the index dimension."""
     model = collection.manifest.model
@@ -101,6 +107,11 @@ def open_pipeline(
         status(f"loading collection {settings.collection}")
         collection_dir = resolve_collection(settings.collection, settings.revision, settings.hf_token)
     collection = Collection.open(collection_dir, verified_stamp_dir=settings.cache_dir / "verified")
+    thumbnail_cache(settings.cache_dir, int(settings.cache_max_gb * 1e9)).serve(collection.fingerprint)
+    commit = snapshot_commit(collection_dir)
+    if commit:
+        log.info("collection %s loaded at commit %s (RAG_REVISION=%s)", settings.collection, commit,
+                 settings.revision or "main")
     status(f"loading embedding model {collection.manifest.model_id}")
     encoder = load_encoder(collection, settings)
     captioner = load_captioner_for(settings, encoder, status) if with_captioner else None
@@ -109,8 +120,9 @@ def open_pipeline(
         encoder=encoder,
         cache_dir=settings.cache_dir,
         captioner=captioner,
-        name=name or settings.collection or str(collection_dir),
+        name=name or public_name(settings.collection or str(collection_dir)),
         revision=settings.revision,
+        commit=commit,
         text_model=settings.text_model,
         load_seconds=time.perf_counter() - started,
     )

@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""Peak memory of the Space under a burst of huge-image searches, with a text search from another client.
+
+Offline: builds (or reuses, with --models DIR) the tiny CLIP and a collection of generated shapes, writes an
+11480 x 11480 16-bit greyscale PNG (~0.3 MB on disk, 264 MB decoded), serves app.py in a subprocess, then
+sends --calls concurrent /search_image calls with that PNG and one /search_text call during the burst.
+Prints the server's peak resident memory above idle (sampled every 20 ms) and each call's time and outcome;
+the text search's time is compared with the same call at idle (the baseline measured in this run).
+
+    HF_HUB_OFFLINE=1 python benchmarks/decode_memory.py [--calls 6] [--models /tmp/tiny-models]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np
+import psutil
+from PIL import Image
+
+SIDE = 11_480
+
+
+def write_big_png(path: Path) -> Path:
+    """A 16-bit greyscale ramp that compresses to a few hundred KB: 131 Mpx, under the 134 Mpx pixel cap."""
+    row = (np.arange(SIDE, dtype=np.uint32) * 5 % 65536).astype(np.uint16)
+    Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (SIDE, SIDE)))).save(path, compress_level=9)
+    return path
+
+
+def serve(collection: str, cache: str, port: int) -> None:
+    """Child process: load the pipeline, serve app.py, report ready, run until killed."""
+    import app
+    from rag.config import Settings
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline.from_settings(Settings(cache_dir=Path(cache)), collection_dir=Path(collection),
+                                      with_captioner=False)
+    demo = app.build_demo(pipeline, captioner_error="no captioner in this benchmark")
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    print("READY", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+class PeakRss:
+    """Samples a process's resident memory in a thread; ``peak`` is the highest value seen."""
+
+    def __init__(self, pid: int, every: float = 0.02) -> None:
+        self.process, self.every, self.peak = psutil.Process(pid), every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.every)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _call(client, args: tuple, api_name: str, results: list, label: str) -> None:
+    started = time.perf_counter()
+    try:
+        client.predict(*args, api_name=api_name)
+        outcome = "results"
+    except Exception as exc:  # noqa: BLE001 - the refusal message is what we report
+        outcome = f"refused: {str(exc)[:90]}"
+    results.append((label, time.perf_counter() - started, outcome))
+
+
+def _burst(url: str, pid: int, png: Path, small: Path, calls: int) -> tuple[int, float, int, float, list]:
+    """Warm up, measure idle RSS and a text search, then the concurrent burst; returns the measurements."""
+    from gradio_client import Client, handle_file
+
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(calls + 1)]
+    warm: list = []
+    _call(clients[0], (handle_file(small), 10), "/search_image", warm, "warm-up image")
+    _call(clients[0], ("red circle", 10), "/search_text", warm, "idle text")
+    idle_text = min(t for label, t, _ in warm if label == "idle text")
+    idle = psutil.Process(pid).memory_info().rss
+    results: list = []
+    threads = [threading.Thread(target=_call, args=(clients[i], (handle_file(png), 10), "/search_image", results,
+                                                    f"image {i + 1}")) for i in range(calls)]
+    text = threading.Thread(target=_call, args=(clients[-1], ("red circle", 10), "/search_text", results,
+                                                "text during burst"))
+    with PeakRss(pid) as rss:
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        text.start()
+        for thread in threads + [text]:
+            thread.join()
+        burst = time.perf_counter() - started
+    return idle, idle_text, rss.peak, burst, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=6, help="concurrent /search_image calls (default 6)")
+    parser.add_argument("--models", type=Path, help="folder to keep the tiny CLIP in (reused when present)")
+    parser.add_argument("--serve", nargs=3, metavar=("COLLECTION", "CACHE", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], args.serve[1], int(args.serve[2]))
+        return
+
+    from testkit.shapes import build_shapes, write_shape_folder
+    from testkit.tiny_models import make_tiny_clip
+
+    work = Path(tempfile.mkdtemp(prefix="decode-memory-"))
+    clip = (args.models or work / "models") / "clip"
+    if not (clip / "modules.json").exists():
+        make_tiny_clip(clip)
+    collection = build_shapes(write_shape_folder(work / "shapes", n=48), work / "collection", str(clip))
+    png = write_big_png(work / "big16.png")
+    small = work / "shapes" / "set_a" / "img_001.jpg"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(collection), str(work / "cache"), str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for line in server.stdout:
+            if line.strip() == "READY":
+                break
+        idle, idle_text, peak, burst, results = _burst(f"http://127.0.0.1:{port}/", server.pid, png, small, args.calls)
+    finally:
+        server.kill()
+        server.wait()
+    print(f"\n{args.calls} concurrent /search_image calls with a {SIDE}x{SIDE} 16-bit PNG "
+          f"({png.stat().st_size / 1024:.0f} KB) + 1 /search_text; CPU, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the end.\n")
+    print(f"server RSS idle {idle / 2**20:,.0f} MB; peak {peak / 2**20:,.0f} MB; "
+          f"**peak above idle {(peak - idle) / 2**30:.2f} GB** (target < 2.5 GB); burst {burst:.1f} s\n")
+    print("| call | seconds | outcome |\n| --- | ---: | --- |")
+    for label, seconds, outcome in sorted(results):
+        print(f"| {label} | {seconds:.2f} | {outcome} |")
+    during = next(t for label, t, _ in results if label == "text during burst")
+    print(f"| text at idle (baseline) | {idle_text:.2f} | text during burst / idle = {during / idle_text:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
