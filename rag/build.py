@@ -154,9 +154,7 @@ def build_collection(
     options = options or BuildOptions()
     out = Path(out_dir).expanduser().absolute()
     check_output(out, source_folder(source), overwrite)
-    partial = partial_dir(out)
-    fingerprint = _fingerprint(source, encoder, options, captioner)
-    chunks = open_partial(out, fingerprint, resume)
+    chunks = open_partial(out, _fingerprint(source, encoder, options, captioner), resume)
     started = time.perf_counter()
     total = len(source)
     bar = tqdm(total=total, initial=chunks.source_end, unit="img", desc="encoding", disable=not options.progress,
@@ -170,15 +168,7 @@ def build_collection(
 
     def flush() -> None:
         nonlocal pending_rows, pending_vectors, pending_skipped, pending_images
-        generated = 0
-        if keep_images:
-            missing = [i for i, row in enumerate(pending_rows) if not row["captions"]]
-            if missing:
-                texts = captioner.caption([pending_images[i] for i in missing])
-                for i, text in zip(missing, texts):
-                    pending_rows[i]["captions"] = [text]
-                    pending_rows[i]["captions_generated"] = True
-                generated = len(missing)
+        generated = _caption_missing(pending_rows, pending_images, captioner) if keep_images else 0
         vectors = np.concatenate(pending_vectors) if pending_vectors else np.zeros((0, encoder.dim), np.float32)
         chunks.commit(vectors, pending_rows, pending_skipped, source_end, source.extra_columns, generated)
         pending_rows, pending_vectors, pending_skipped, pending_images = [], [], [], []
@@ -200,7 +190,17 @@ def build_collection(
             flush()
     finally:
         bar.close()
-    return _finish(source, encoder, options, chunks, partial, out, started, captioner)
+    return _finish(source, encoder, options, chunks, partial_dir(out), out, started, captioner)
+
+
+def _caption_missing(rows: list[dict[str, Any]], images: list[Image.Image], captioner: CaptionWriter) -> int:
+    """Caption the rows that have no caption (flagged as generated); returns how many."""
+    missing = [i for i, row in enumerate(rows) if not row["captions"]]
+    if missing:
+        for i, text in zip(missing, captioner.caption([images[i] for i in missing])):
+            rows[i]["captions"] = [text]
+            rows[i]["captions_generated"] = True
+    return len(missing)
 
 
 def source_folder(source: Source) -> Path | None:
