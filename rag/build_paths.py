@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .collection import CARD_FILE, DATA_DIR, FORMAT_VERSION, INDEX_FILE, MANIFEST
-from .errors import CollectionError
+from .errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-class UnsafeOutput(CollectionError):
+class UnsafeOutput(UsageError):
     """``--out`` (or a side folder next to it) holds something the builder did not make: nothing was touched."""
 
 
