@@ -82,3 +82,11 @@ def test_cache_size_setting_is_read_and_checked(monkeypatch):
         monkeypatch.setenv("RAG_CACHE_MAX_GB", bad)
         with pytest.raises(ConfigError, match="RAG_CACHE_MAX_GB"):
             Settings.from_env()
+
+
+def test_the_page_deletes_old_uploads():
+    """Uploads are Gradio temp files: the page is set to delete those older than an hour, every 15 minutes."""
+    from ui.page import build_demo
+
+    demo = build_demo("not configured")
+    assert demo.delete_cache == (900, 3600)

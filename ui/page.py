@@ -50,7 +50,8 @@ def footer(ctx: AppContext) -> str:
 def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> gr.Blocks:
     """The Blocks app around a loaded Pipeline, or around a start-up error (the page then says what to set)."""
     ctx = AppContext.of(pipeline_or_error, captioner_error)
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # Uploads are Gradio temp files: every 15 min, delete those older than an hour (a full disk stops a Space).
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(
             f"### ⚠️ The Space could not start\n\n{ctx.startup_error}" if ctx.startup_error else "",
