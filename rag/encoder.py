@@ -14,16 +14,15 @@ import torch
 from PIL import Image
 from sentence_transformers import SentenceTransformer
 
+from .devices import main_device
 from .errors import EmbeddingModelError
 
 MAX_QUERY_CHARS = 1_000
 
 
 def pick_device(device: str | None = None) -> str:
-    """The requested device, else CUDA when visible, else CPU."""
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The requested device, else CUDA when visible, else CPU; always CPU on ZeroGPU (see rag.devices)."""
+    return main_device(device)
 
 
 def _load(model_id: str, revision: str | None, device: str, token: str | None) -> SentenceTransformer:

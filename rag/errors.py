@@ -9,6 +9,7 @@
         │   └── ResumeMismatch  an unfinished build was started with other settings and cannot be resumed
         ├── EmbeddingModelError the CLIP / text encoder cannot be loaded or does not fit the collection
         ├── CaptionerError      the captioner cannot be loaded or cannot run
+        │   └── GpuUnavailable  ZeroGPU gave no GPU for this call (GpuQuotaExceeded, GpuBusy)
         └── StartupError        start-up failed at a named stage; says which variable to set
 
 The UI maps InvalidInput to "Invalid input" and every ServiceError to its message; the stage of a
@@ -61,3 +62,18 @@ class StartupError(ServiceError):
         super().__init__(message + (f"\n\n{fix}" if fix else ""))
         self.stage = stage
         self.fix = fix
+
+
+class GpuUnavailable(CaptionerError):
+    """The GPU that runs the captioner could not be had for this request (ZeroGPU); search keeps working."""
+
+
+class GpuQuotaExceeded(GpuUnavailable):
+    """The visitor's or the Space's ZeroGPU quota is used up; the platform's quota message is passed through."""
+
+
+class GpuBusy(GpuUnavailable):
+    """No GPU was free in time (ZeroGPU queue full or timed out)."""
+
+    def __init__(self, message: str = "The GPU is busy, try again in a minute.") -> None:
+        super().__init__(message)

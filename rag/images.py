@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 from pathlib import Path
@@ -168,6 +169,15 @@ def _check_size(image: Image.Image) -> None:
         raise InvalidInput(
             f"The image is {width}x{height} pixels; images above {MAX_PIXELS // 1_000_000} megapixels are refused."
         )
+
+
+def pad_to_aspect(image: Image.Image, max_ratio: float, colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """The image centred on a border that brings its long/short side ratio down to ``max_ratio``; unchanged if within."""
+    width, height = image.size
+    if max(width, height) <= max_ratio * min(width, height):
+        return image
+    size = (width, math.ceil(width / max_ratio)) if width > height else (math.ceil(height / max_ratio), height)
+    return ImageOps.pad(image, size, color=colour)
 
 
 def thumbnail_bytes(image: Image.Image, size: int = THUMBNAIL_SIZE, quality: int = 85) -> bytes:

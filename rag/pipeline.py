@@ -259,6 +259,7 @@ class Pipeline:
             "caption_source": manifest.caption_source,
             "captioner": captioner_label(self.captioner) if self.captioner else None,
             "device": self.encoder.device,
+            "captioner_device": getattr(self.captioner, "device", None),
             "built": manifest.build.get("time"),
             "skipped_at_build": manifest.skipped.get("count", 0),
             "columns": self.collection.extra_columns,
