@@ -34,7 +34,7 @@ from rag.pipeline import Pipeline
 
 
 def _models(folder: Path) -> tuple[str, str]:
-    from tiny_models import make_tiny_clip, make_tiny_git
+    from testkit.tiny_models import make_tiny_clip, make_tiny_git
 
     clip, git = folder / "clip", folder / "git"
     if not (clip / "modules.json").exists():
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from shapes import build_shapes, write_shape_folder
+    from testkit.shapes import build_shapes, write_shape_folder
 
     work = Path(tempfile.mkdtemp(prefix="app-latency-"))
     clip, git = _models(args.models or work / "models")

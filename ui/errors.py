@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from rag.errors import InvalidInput, RagError
+from rag.errors import GpuUnavailable, InvalidInput, RagError
 
 log = logging.getLogger("ui")
 
@@ -22,6 +22,9 @@ def to_gr_error(exc: BaseException, where: str) -> gr.Error:
         return exc
     if isinstance(exc, InvalidInput):
         return gr.Error(str(exc), title="Invalid input", print_exception=False)
+    if isinstance(exc, GpuUnavailable):
+        log.warning("%s: GPU unavailable: %s", where, exc)
+        return gr.Error(str(exc), title="GPU unavailable", print_exception=False)
     if isinstance(exc, RagError):
         log.warning("%s failed: %s", where, exc)
         return gr.Error(str(exc), print_exception=False)
