@@ -172,7 +172,7 @@ def test_tiny_qwen2vl_loads_with_auto_processor_when_torchvision_is_installed(ti
 @pytest.mark.slow
 def test_random_clip_vit_b32_has_the_real_sizes(tmp_path: Path) -> None:
     """The benchmark stand-in loads via SentenceTransformer with ViT-B/32's 224px input and 512-d output."""
-    from tiny_models import make_random_clip_vit_b32
+    from testkit.tiny_models import make_random_clip_vit_b32
 
     model = SentenceTransformer(make_random_clip_vit_b32(tmp_path / "b32"), device="cpu")
     config = model.transformers_model.config
