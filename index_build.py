@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     src = parser.add_argument_group("source (one of --images / --dataset)")
     src.add_argument("--images", metavar="DIR", help="index every image under DIR, recursively "
-                     "(jpg, jpeg, png, webp, gif, bmp, tif, tiff)")
+                     "(jpg, jpeg, png, webp, gif, bmp, tif, tiff); or a .zip/.tar/.tar.gz of images, extracted "
+                     "safely (a captions.csv/.jsonl at its root works like --captions)")
     src.add_argument("--captions", metavar="FILE", help="CSV or JSONL mapping a file path (relative to --images) "
                      "to a caption; several rows per file = several captions; 'label' and other columns kept")
     src.add_argument("--label-from-folder", action="store_true", help="use each image's parent folder name as label")
@@ -131,6 +132,10 @@ def make_source(args: argparse.Namespace, token: str | None):
     from rag.sources import DatasetSource, FolderSource
 
     if args.images:
+        from rag.archives import ArchiveSource, is_archive
+
+        if is_archive(args.images):  # same safe extraction as the Space's Build tab, into a temporary folder
+            return ArchiveSource(args.images, None, args.label_from_folder, args.limit, captions_file=args.captions)
         return FolderSource(args.images, args.captions, args.label_from_folder, args.limit)
     where = {}
     for item in args.where:
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
         source = make_source(args, token)
         print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)
+        for entry in getattr(source, "archive_skipped", []):
+            print(f"skipped in the archive: {entry['source']}: {entry['reason']}", file=sys.stderr)
         encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
         captioner = (
             load_captioner("git", args.captioner_model, encoder, device=args.device, token=token)
