@@ -27,7 +27,7 @@ from .build_state import BUILD_STATE, CHUNKS_DIR, Chunks, check_complete, open_p
 from .collection import Manifest
 from .collection_writer import seal_collection
 from .encoder import Encoder
-from .errors import CollectionError, InvalidInput
+from .errors import CollectionError, InvalidInput, RagError
 from .images import load_image, thumbnail_bytes
 from .index import auto_factory, build_index, default_search_params
 from .sources import Source, SourceItem
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_SKIPPED_LISTED = 1000
 DRAFT_SIZE = 448  # JPEGs are decoded at reduced scale when this still covers the model and thumbnail sizes
+
+
+class BuildCancelled(RagError):
+    """The build was stopped on request (``should_stop``) between batches; nothing was written at ``out``."""
 
 
 class CaptionWriter(Protocol):
@@ -146,10 +150,12 @@ def build_collection(
     captioner: CaptionWriter | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Manifest:
     """Encode every usable image of ``source`` and write a complete collection at ``out_dir``.
 
     Refuses (UnsafeOutput, nothing touched) an ``out_dir`` the builder may not write: see rag.build_paths.
+    ``should_stop`` is polled between batches: True removes the unfinished build and raises BuildCancelled.
     """
     options = options or BuildOptions()
     out = Path(out_dir).expanduser().absolute()
@@ -175,6 +181,7 @@ def build_collection(
 
     try:
         for batch in _prepared_batches(source, chunks.source_end, encoder, options, keep_images):
+            _stop_if_asked(should_stop, partial_dir(out))
             if batch.features is not None:
                 pending_vectors.append(encoder.embed_features(batch.features))
             pending_rows.extend(batch.rows)
@@ -191,6 +198,13 @@ def build_collection(
     finally:
         bar.close()
     return _finish(source, encoder, options, chunks, partial_dir(out), out, started, captioner)
+
+
+def _stop_if_asked(should_stop: Callable[[], bool] | None, partial: Path) -> None:
+    """Cancel between batches: remove the unfinished build and raise BuildCancelled."""
+    if should_stop is not None and should_stop():
+        shutil.rmtree(partial, ignore_errors=True)
+        raise BuildCancelled("The build was cancelled; nothing was kept.")
 
 
 def _caption_missing(rows: list[dict[str, Any]], images: list[Image.Image], captioner: CaptionWriter) -> int:

@@ -23,6 +23,19 @@ def hf_token() -> str | None:
     return _env("HF_TOKEN")
 
 
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        number = int(float(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
 def default_cache_dir() -> Path:
     """Where thumbnails and locally built collections live (``RAG_CACHE_DIR``, else ``~/.cache/rag-space``)."""
     return Path(_env("RAG_CACHE_DIR") or Path.home() / ".cache" / "rag-space")
@@ -54,6 +67,13 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str | None = None
     cache_max_gb: float = 2.0
+    # In-Space builds (issue 11): caps sized for CPU basic (2 vCPU, 16 GB RAM, 50 GB ephemeral disk).
+    build_max_images: int = 2000
+    build_max_mb: int = 200  # the upload, and separately the uncompressed images
+    build_batch_size: int = 8  # small batches keep other visitors' searches answering during a build
+    session_ttl: int = 7200  # seconds a session's collection lives
+    session_max_builds: int = 5  # builds one session may start within its TTL
+    admins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -71,4 +91,10 @@ class Settings:
             cache_dir=default_cache_dir(),
             device=_env("RAG_DEVICE"),
             cache_max_gb=_positive_float("RAG_CACHE_MAX_GB", 2.0),
+            build_max_images=_int_env("RAG_BUILD_MAX_IMAGES", 2000),
+            build_max_mb=_int_env("RAG_BUILD_MAX_MB", 200),
+            build_batch_size=_int_env("RAG_BUILD_BATCH_SIZE", 8),
+            session_ttl=_int_env("RAG_SESSION_TTL", 7200, minimum=10),
+            session_max_builds=_int_env("RAG_SESSION_MAX_BUILDS", 5),
+            admins=tuple(a.strip() for a in (_env("RAG_ADMINS") or "").split(",") if a.strip()),
         )
