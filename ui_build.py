@@ -1,0 +1,167 @@
+"""The Build tab: bring your own images (archive or dataset) into this session, keep them (publish, your own
+Space) and, for the Space's owner, change what the Space serves. Layout and wiring only; see ui_build_handlers.
+
+Call from the app's Blocks:
+    registry = make_registry(pipeline, settings)        # once, next to the Space's pipeline
+    switch = collection_switch(registry)                 # above the tabs: visible in every tab
+    with gr.Tabs(): ...; add_build_tab(registry, settings, switch)
+    attach_session_end(demo, registry)                   # delete a session's collection when its tab closes
+and resolve the pipeline per request in every search handler: registry.pipeline_for(request.session_hash, pipeline).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from rag.config import Settings
+from rag.pipeline import Pipeline
+from rag.sessions import SessionRegistry
+from ui_build_handlers import BuildHandlers, user_errors
+
+ARCHIVE_TYPES = [".zip", ".tar", ".gz", ".tgz"]
+PREVIEW_ROWS = 24
+BUILD_CONCURRENCY = 8  # one encodes, the others wait in rag.sessions' line and see their place
+SIGN_IN_NOTE = (
+    "**Signing in** lets you keep what you built: publish it as a dataset in your account (private by default) "
+    "and create your own copy of this Space that serves it. Nothing is written to your account otherwise."
+)
+
+
+def make_registry(pipeline: Pipeline | None, settings: Settings) -> SessionRegistry:
+    """The Space's session registry (folders under ``RAG_CACHE_DIR/sessions``, swept every few minutes)."""
+    registry = SessionRegistry(pipeline, Path(settings.cache_dir) / "sessions", ttl=settings.session_ttl,
+                               max_builds=settings.session_max_builds)
+    registry.start_sweeper()
+    return registry
+
+
+def allowed_paths(settings: Settings) -> list[str]:
+    """Folders Gradio must serve files from: the sessions' thumbnails and the owner's served copies."""
+    return [str(Path(settings.cache_dir) / "sessions"), str(Path(settings.cache_dir) / "served")]
+
+
+def sign_in_available() -> bool:
+    """gr.LoginButton works on a Space, or locally with a saved HF token (Gradio mocks sign-in with it)."""
+    from huggingface_hub import get_token
+
+    return bool(os.environ.get("SPACE_ID")) or get_token() is not None
+
+
+def collection_switch(registry: SessionRegistry) -> gr.Checkbox:
+    """The visible "Use the Space's collection" switch (checked = the Space's, unchecked = the one you built)."""
+    handlers = BuildHandlers(registry, Settings())
+    switch = gr.Checkbox(
+        value=True, label="Use the Space's collection", elem_id="use-space-collection", interactive=True,
+        info="Untick to search the collection you built in the Build tab (only you see it).",
+    )
+    switch.input(user_errors(handlers.use_space_collection), [switch], [gr.JSON(visible=False)],
+                 api_name="use_space_collection", queue=False)
+    return switch
+
+
+def _preview(result: dict | None, registry: SessionRegistry, request: gr.Request) -> tuple[Any, Any, Any]:
+    """After /build: a status line, the first thumbnails of the new collection, and the switch set to it."""
+    result = result or {}
+    if not result.get("ok"):
+        note = "Build cancelled." if result.get("cancelled") else f"⚠️ {result.get('error', 'The build failed.')}"
+        return note, gr.update(), gr.update()
+    pipeline = registry.pipeline_for(request.session_hash)
+    rows = min(PREVIEW_ROWS, len(pipeline.collection))
+    items = [(str(pipeline.collection.thumbnail_path(i, pipeline.cache_dir)), (pipeline.collection.rows([i])[0]
+              ["captions"] or [""])[0][:80]) for i in range(rows)]
+    status = (f"✅ **{result['rows']} images** indexed in {result['seconds']} s "
+              f"({result['images_per_second']} images/s), {len(result['skipped'])} skipped. "
+              "Every tab now searches **your collection** (only in this browser tab).")
+    return status, items, gr.update(value=False)
+
+
+def add_build_tab(registry: SessionRegistry, settings: Settings, switch: gr.Checkbox | None = None) -> None:
+    """The Build tab; call inside ``gr.Tabs()``. ``switch`` (from collection_switch) is set after a build."""
+    handlers = BuildHandlers(registry, settings)
+    with gr.Tab("Build your own", id="build"):
+        gr.Markdown(
+            f"Index **your own images** with this Space's embedding model. Upload a `.zip` / `.tar` / `.tar.gz` "
+            f"(folders can be labels; a `captions.csv` or `captions.jsonl` at its root gives captions) or name a "
+            f"Hub dataset. Up to {settings.build_max_images:,} images and {settings.build_max_mb} MB; your collection "
+            f"is only yours, and is deleted when you close the tab or after {settings.session_ttl // 60} minutes."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                archive = gr.File(label="Archive of images (.zip, .tar, .tar.gz)", file_types=ARCHIVE_TYPES,
+                                  type="filepath", elem_id="build-archive")
+                label_from_folder = gr.Checkbox(label="Folder names are labels", value=False)
+            with gr.Column():
+                dataset = gr.Textbox(label="…or a Hub dataset (user/name)", placeholder="nlphuji/flickr30k")
+                with gr.Row():
+                    split = gr.Textbox(label="split", value="train")
+                    limit = gr.Number(label=f"limit (0 = {settings.build_max_images})", value=0, precision=0)
+                with gr.Row():
+                    image_column = gr.Textbox(label="image column", placeholder="detect")
+                    caption_column = gr.Textbox(label="caption column", placeholder="detect")
+                    label_column = gr.Textbox(label="label column", placeholder="none")
+        with gr.Row():
+            build_button = gr.Button("Build", variant="primary", elem_id="build-button")
+            cancel_button = gr.Button("Cancel", variant="stop", elem_id="build-cancel")
+        status = gr.Markdown("", elem_id="build-status")
+        gallery = gr.Gallery(label="Your collection (first images)", columns=6, height="auto",
+                             object_fit="contain", allow_preview=False, elem_id="build-gallery")
+        with gr.Accordion("Build result as JSON (what /build returns)", open=False):
+            result = gr.JSON(label="result")
+        inputs = [archive, dataset, split, image_column, caption_column, label_column, label_from_folder, limit]
+        build_event = build_button.click(
+            user_errors(handlers.build), inputs, [result], api_name="build",
+            concurrency_id="build", concurrency_limit=BUILD_CONCURRENCY,
+        )
+        preview_outputs = [status, gallery, switch if switch is not None else gr.State()]
+        build_event.then(lambda r, request: _preview(r, registry, request), [result], preview_outputs,
+                         api_visibility="private", queue=False)
+        cancel_button.click(user_errors(handlers.cancel_build), None, [gr.JSON(visible=False)],
+                            api_name="cancel_build", queue=False)
+        _keep_section(handlers)
+        _owner_section(handlers)
+
+
+def _keep_section(handlers: BuildHandlers) -> None:
+    """Sign in, publish to your dataset repo, create your own Space."""
+    with gr.Accordion("Keep it: publish and get your own Space", open=False):
+        gr.Markdown(SIGN_IN_NOTE)
+        if sign_in_available():
+            gr.LoginButton()
+        else:
+            gr.Markdown("_Sign-in appears when this app runs as a Hugging Face Space._")
+        with gr.Row():
+            repo_id = gr.Textbox(label="dataset repo", placeholder=f"your-name/my-rag-collection")
+            private = gr.Checkbox(label="private", value=True)
+            publish_button = gr.Button("Publish my collection", elem_id="publish-button")
+        with gr.Row():
+            space_id = gr.Textbox(label="your new Space", placeholder="your-name/my-rag-space")
+            space_private = gr.Checkbox(label="private", value=True)
+            space_button = gr.Button("Create my own Space", elem_id="create-space-button")
+        keep_result = gr.JSON(label="result", elem_id="keep-result")
+        publish_button.click(user_errors(handlers.publish), [repo_id, private], [keep_result], api_name="publish")
+        space_button.click(user_errors(handlers.create_space), [space_id, space_private], [keep_result],
+                           api_name="create_space")
+
+
+def _owner_section(handlers: BuildHandlers) -> None:
+    """The Space owner's swap: serve a collection to everyone, and write it to the Space's variables."""
+    with gr.Accordion("Owner: change what this Space serves", open=False):
+        gr.Markdown("Only the Space's author (or a user listed in `RAG_ADMINS`), signed in. Leave the collection "
+                    "empty to serve the one you built in this session.")
+        with gr.Row():
+            collection = gr.Textbox(label="collection (dataset repo id, or empty)")
+            revision = gr.Textbox(label="revision (optional)")
+            serve_button = gr.Button("Serve it to everyone", elem_id="serve-button")
+        serve_result = gr.JSON(label="result")
+        serve_button.click(user_errors(handlers.serve_collection), [collection, revision], [serve_result],
+                           api_name="serve_collection", concurrency_id="build", concurrency_limit=BUILD_CONCURRENCY)
+
+
+def attach_session_end(demo: gr.Blocks, registry: SessionRegistry) -> None:
+    """Delete a session's collection as soon as its browser tab closes (the TTL catches the rest)."""
+    handlers = BuildHandlers(registry, Settings())
+    demo.unload(handlers.end_session)
