@@ -29,7 +29,7 @@ import numpy as np
 from build_speed import write_jpegs
 from common import report, summary
 from gradio_client import Client, handle_file
-from tiny_models import make_random_clip_vit_b32
+from testkit.tiny_models import make_random_clip_vit_b32
 
 import app
 from rag.build import BuildOptions, build_collection

@@ -184,7 +184,6 @@ class SessionRegistry:
         pipeline = Pipeline(
             collection=collection, encoder=space.encoder, cache_dir=state.folder / "cache",
             captioner=space.captioner, name=name, text_model=space.text_model,
-            extra_info={"session_collection": True},
         )
         with self._lock:
             previous = state.collection_dir

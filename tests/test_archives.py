@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from tiny_models import make_shape_images
+from testkit.tiny_models import make_shape_images
 
 import index_build
 from rag.archives import ArchiveLimits, ArchiveSource, extract_archive, is_archive

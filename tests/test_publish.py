@@ -7,7 +7,7 @@ import logging
 import threading
 
 import pytest
-from shapes import build_shapes, write_shape_folder
+from testkit.shapes import build_shapes, write_shape_folder
 
 from rag import hub, publish
 from rag.config import Settings

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from shapes import build_shapes, write_shape_folder
+from testkit.shapes import build_shapes, write_shape_folder
 from test_archives import jpeg, write_zip
 
 from rag.config import Settings

@@ -9,8 +9,10 @@ from typing import Any
 
 import gradio as gr
 
+from rag.config import Settings
 from rag.errors import CaptionerError
 from rag.pipeline import Pipeline
+from rag.sessions import SessionRegistry
 from rag.startup import FIX_CAPTIONER
 
 from .errors import guarded
@@ -36,6 +38,8 @@ class AppContext:
     startup_error: str | None = None
     captioner_error: str | None = None
     example_images: list[str] = field(default_factory=list)
+    sessions: SessionRegistry | None = None  # per-browser-session collections (the Build tab), when loaded
+    build_settings: Settings = field(default_factory=Settings)
 
     @classmethod
     def of(cls, pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> "AppContext":
@@ -47,9 +51,12 @@ class AppContext:
         return cls(pipeline_or_error, None, captioner_error, collection_examples(pipeline_or_error))
 
     def pipeline_for(self, request: gr.Request | None = None) -> Pipeline:
-        """The pipeline that serves this request (one place to choose it, e.g. per browser session)."""
+        """The pipeline that serves this request: the session's own collection if it built one and uses it,
+        else the Space's (which the owner may have swapped since start-up)."""
         assert self.pipeline is not None  # guard() answers every request when start-up failed
-        return self.pipeline
+        if self.sessions is None:
+            return self.pipeline
+        return self.sessions.pipeline_for(getattr(request, "session_hash", None), self.pipeline)
 
     def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a handler with the start-up error and the one error mapper (ui.errors)."""
@@ -62,8 +69,11 @@ class AppContext:
 
     @property
     def allowed_paths(self) -> list[str]:
-        """Folders Gradio may serve files from: the thumbnail cache."""
-        return [str(Path(self.pipeline.cache_dir) / "thumbnails")] if self.pipeline is not None else []
+        """Folders Gradio may serve files from: the thumbnail cache, session collections, served copies."""
+        if self.pipeline is None:
+            return []
+        cache = Path(self.pipeline.cache_dir)
+        return [str(cache / "thumbnails"), str(cache / "sessions"), str(cache / "served")]
 
 
 def collection_examples(pipeline: Pipeline, count: int = 4) -> list[str]:

@@ -9,6 +9,7 @@ import gradio as gr
 
 from rag.pipeline import Pipeline
 
+from .build_tab import attach_session_end, build_tab, collection_switch, enable_sessions, upload_limit
 from .components import info_markdown
 from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
 from .describe_tab import describe_tab
@@ -28,11 +29,11 @@ INTRO = (
 def info_handler(ctx: AppContext):
     """The /info API function."""
 
-    def info() -> dict:
-        """What this Space serves: collection, revision, rows, embedding model, index, captioner."""
+    def info(request: gr.Request) -> dict:
+        """What this Space serves (to this session): collection, revision, rows, embedding model, index, captioner."""
         if ctx.startup_error:
             return {"ok": False, "error": ctx.startup_error}
-        data = {"ok": True, **ctx.pipeline.info()}
+        data = {"ok": True, **ctx.pipeline_for(request).info()}
         if ctx.captioner_error:
             data["captioner_error"] = ctx.captioner_error
         return data
@@ -50,6 +51,7 @@ def footer(ctx: AppContext) -> str:
 def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> gr.Blocks:
     """The Blocks app around a loaded Pipeline, or around a start-up error (the page then says what to set)."""
     ctx = AppContext.of(pipeline_or_error, captioner_error)
+    enable_sessions(ctx)
     # Uploads are Gradio temp files: every 15 min, delete those older than an hour (a full disk stops a Space).
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         gr.Markdown(INTRO)
@@ -58,12 +60,15 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
             visible=bool(ctx.startup_error), elem_id="startup-error",
         )
         handlers = search_handlers(ctx)
+        switch = collection_switch(ctx)
         with gr.Tabs():
             text_tab(ctx, handlers)
             image_tab(ctx, handlers)
             describe_tab(ctx)
+            build_tab(ctx, switch)
         gr.Markdown(footer(ctx), elem_id="info-footer")
         gr.api(info_handler(ctx), api_name="info", concurrency_limit=None, queue=False)
+        attach_session_end(demo, ctx)
     demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     _CONTEXTS[demo] = ctx  # launch() reads the folders it may serve from here
     return demo
@@ -73,7 +78,7 @@ def launch(demo: gr.Blocks, **kwargs: Any):
     """demo.launch with this Space's settings (upload limit, thumbnail folder, local fonts); kwargs override."""
     ctx = _CONTEXTS.get(demo)
     options: dict[str, Any] = {
-        "max_file_size": MAX_FILE_SIZE,
+        "max_file_size": upload_limit(ctx, MAX_FILE_SIZE) if ctx else MAX_FILE_SIZE,
         "allowed_paths": ctx.allowed_paths if ctx else [],
         "theme": space_theme(),  # system fonts (no Google Fonts fetch), WCAG AA contrast
         "css": CSS,

@@ -1,17 +1,13 @@
 """The Build tab: bring your own images (archive or dataset) into this session, keep them (publish, your own
-Space) and, for the Space's owner, change what the Space serves. Layout and wiring only; see ui_build_handlers.
+Space) and, for the Space's owner, change what the Space serves. Layout and wiring only (see build_handlers).
 
-Call from the app's Blocks:
-    registry = make_registry(pipeline, settings)        # once, next to the Space's pipeline
-    switch = collection_switch(registry)                 # above the tabs: visible in every tab
-    with gr.Tabs(): ...; add_build_tab(registry, settings, switch)
-    attach_session_end(demo, registry)                   # delete a session's collection when its tab closes
-and resolve the pipeline per request in every search handler: registry.pipeline_for(request.session_hash, pipeline).
+Every other tab serves the caller's session through AppContext.pipeline_for -> SessionRegistry.pipeline_for.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,9 @@ import gradio as gr
 from rag.config import Settings
 from rag.pipeline import Pipeline
 from rag.sessions import SessionRegistry
-from ui_build_handlers import BuildHandlers, user_errors
+
+from .build_handlers import BuildHandlers
+from .context import AppContext
 
 ARCHIVE_TYPES = [".zip", ".tar", ".gz", ".tgz"]
 PREVIEW_ROWS = 24
@@ -31,17 +29,31 @@ SIGN_IN_NOTE = (
 )
 
 
-def make_registry(pipeline: Pipeline | None, settings: Settings) -> SessionRegistry:
-    """The Space's session registry (folders under ``RAG_CACHE_DIR/sessions``, swept every few minutes)."""
+def build_settings(pipeline: Pipeline) -> Settings:
+    """The build limits from the Space variables, with the served pipeline's cache folder."""
+    return replace(Settings.from_env(), cache_dir=Path(pipeline.cache_dir))
+
+
+def make_registry(pipeline: Pipeline, settings: Settings) -> SessionRegistry:
+    """The Space's session registry (folders under ``<cache>/sessions``, swept every few minutes)."""
     registry = SessionRegistry(pipeline, Path(settings.cache_dir) / "sessions", ttl=settings.session_ttl,
                                max_builds=settings.session_max_builds)
     registry.start_sweeper()
     return registry
 
 
-def allowed_paths(settings: Settings) -> list[str]:
-    """Folders Gradio must serve files from: the sessions' thumbnails and the owner's served copies."""
-    return [str(Path(settings.cache_dir) / "sessions"), str(Path(settings.cache_dir) / "served")]
+def enable_sessions(ctx: AppContext) -> None:
+    """Give the page per-session collections (only when the Space's models are loaded)."""
+    if ctx.pipeline is not None and ctx.sessions is None:
+        ctx.build_settings = build_settings(ctx.pipeline)
+        ctx.sessions = make_registry(ctx.pipeline, ctx.build_settings)
+
+
+def upload_limit(ctx: AppContext, default: str) -> str:
+    """Gradio's max_file_size: large enough for an archive of RAG_BUILD_MAX_MB."""
+    if ctx.sessions is None:
+        return default
+    return f"{max(ctx.build_settings.build_max_mb, int(default.rstrip('mb')))}mb"
 
 
 def sign_in_available() -> bool:
@@ -51,14 +63,16 @@ def sign_in_available() -> bool:
     return bool(os.environ.get("SPACE_ID")) or get_token() is not None
 
 
-def collection_switch(registry: SessionRegistry) -> gr.Checkbox:
-    """The visible "Use the Space's collection" switch (checked = the Space's, unchecked = the one you built)."""
-    handlers = BuildHandlers(registry, Settings())
+def collection_switch(ctx: AppContext) -> gr.Checkbox | None:
+    """The visible "Use the Space's collection" switch (ticked = the Space's, unticked = the one you built)."""
+    if ctx.sessions is None:
+        return None
+    handlers = BuildHandlers(ctx.sessions, ctx.build_settings)
     switch = gr.Checkbox(
         value=True, label="Use the Space's collection", elem_id="use-space-collection", interactive=True,
         info="Untick to search the collection you built in the Build tab (only you see it).",
     )
-    switch.input(user_errors(handlers.use_space_collection), [switch], [gr.JSON(visible=False)],
+    switch.input(ctx.guard(handlers.use_space_collection), [switch], [gr.JSON(visible=False)],
                  api_name="use_space_collection", queue=False)
     return switch
 
@@ -79,8 +93,11 @@ def _preview(result: dict | None, registry: SessionRegistry, request: gr.Request
     return status, items, gr.update(value=False)
 
 
-def add_build_tab(registry: SessionRegistry, settings: Settings, switch: gr.Checkbox | None = None) -> None:
+def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> None:
     """The Build tab; call inside ``gr.Tabs()``. ``switch`` (from collection_switch) is set after a build."""
+    if ctx.sessions is None:
+        return
+    registry, settings = ctx.sessions, ctx.build_settings
     handlers = BuildHandlers(registry, settings)
     with gr.Tab("Build your own", id="build"):
         gr.Markdown(
@@ -113,19 +130,21 @@ def add_build_tab(registry: SessionRegistry, settings: Settings, switch: gr.Chec
             result = gr.JSON(label="result")
         inputs = [archive, dataset, split, image_column, caption_column, label_column, label_from_folder, limit]
         build_event = build_button.click(
-            user_errors(handlers.build), inputs, [result], api_name="build",
+            ctx.guard(handlers.build), inputs, [result], api_name="build",
             concurrency_id="build", concurrency_limit=BUILD_CONCURRENCY,
         )
         preview_outputs = [status, gallery, switch if switch is not None else gr.State()]
-        build_event.then(lambda r, request: _preview(r, registry, request), [result], preview_outputs,
-                         api_visibility="private", queue=False)
-        cancel_button.click(user_errors(handlers.cancel_build), None, [gr.JSON(visible=False)],
+        def preview(built: dict | None, request: gr.Request) -> tuple[Any, Any, Any]:
+            return _preview(built, registry, request)
+
+        build_event.then(preview, [result], preview_outputs, api_visibility="private", queue=False)
+        cancel_button.click(ctx.guard(handlers.cancel_build), None, [gr.JSON(visible=False)],
                             api_name="cancel_build", queue=False)
-        _keep_section(handlers)
-        _owner_section(handlers)
+        _keep_section(ctx, handlers)
+        _owner_section(ctx, handlers)
 
 
-def _keep_section(handlers: BuildHandlers) -> None:
+def _keep_section(ctx: AppContext, handlers: BuildHandlers) -> None:
     """Sign in, publish to your dataset repo, create your own Space."""
     with gr.Accordion("Keep it: publish and get your own Space", open=False):
         gr.Markdown(SIGN_IN_NOTE)
@@ -134,7 +153,7 @@ def _keep_section(handlers: BuildHandlers) -> None:
         else:
             gr.Markdown("_Sign-in appears when this app runs as a Hugging Face Space._")
         with gr.Row():
-            repo_id = gr.Textbox(label="dataset repo", placeholder=f"your-name/my-rag-collection")
+            repo_id = gr.Textbox(label="dataset repo", placeholder="your-name/my-rag-collection")
             private = gr.Checkbox(label="private", value=True)
             publish_button = gr.Button("Publish my collection", elem_id="publish-button")
         with gr.Row():
@@ -142,12 +161,12 @@ def _keep_section(handlers: BuildHandlers) -> None:
             space_private = gr.Checkbox(label="private", value=True)
             space_button = gr.Button("Create my own Space", elem_id="create-space-button")
         keep_result = gr.JSON(label="result", elem_id="keep-result")
-        publish_button.click(user_errors(handlers.publish), [repo_id, private], [keep_result], api_name="publish")
-        space_button.click(user_errors(handlers.create_space), [space_id, space_private], [keep_result],
+        publish_button.click(ctx.guard(handlers.publish), [repo_id, private], [keep_result], api_name="publish")
+        space_button.click(ctx.guard(handlers.create_space), [space_id, space_private], [keep_result],
                            api_name="create_space")
 
 
-def _owner_section(handlers: BuildHandlers) -> None:
+def _owner_section(ctx: AppContext, handlers: BuildHandlers) -> None:
     """The Space owner's swap: serve a collection to everyone, and write it to the Space's variables."""
     with gr.Accordion("Owner: change what this Space serves", open=False):
         gr.Markdown("Only the Space's author (or a user listed in `RAG_ADMINS`), signed in. Leave the collection "
@@ -157,11 +176,11 @@ def _owner_section(handlers: BuildHandlers) -> None:
             revision = gr.Textbox(label="revision (optional)")
             serve_button = gr.Button("Serve it to everyone", elem_id="serve-button")
         serve_result = gr.JSON(label="result")
-        serve_button.click(user_errors(handlers.serve_collection), [collection, revision], [serve_result],
+        serve_button.click(ctx.guard(handlers.serve_collection), [collection, revision], [serve_result],
                            api_name="serve_collection", concurrency_id="build", concurrency_limit=BUILD_CONCURRENCY)
 
 
-def attach_session_end(demo: gr.Blocks, registry: SessionRegistry) -> None:
+def attach_session_end(demo: gr.Blocks, ctx: AppContext) -> None:
     """Delete a session's collection as soon as its browser tab closes (the TTL catches the rest)."""
-    handlers = BuildHandlers(registry, Settings())
-    demo.unload(handlers.end_session)
+    if ctx.sessions is not None:
+        demo.unload(BuildHandlers(ctx.sessions, ctx.build_settings).end_session)

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
 from rag.config import Settings
-from rag.errors import InvalidInput, RagError
+from rag.errors import InvalidInput
 from rag.publish import (NotAllowed, duplicate_space, is_owner, keep_copy, publish_collection, require_token,
                          serve_collection)
 from rag.session_build import BuildProgress, BuildRequest, run_session_build
@@ -21,29 +19,6 @@ from rag.sessions import SessionRegistry
 log = logging.getLogger("ui.build")
 DEFAULT_DATASET_NAME = "my-rag-collection"
 DEFAULT_SPACE_NAME = "my-rag-space"
-
-
-def user_errors(fn: Callable) -> Callable:
-    """RagError -> gr.Error with its message; anything unexpected -> a short gr.Error, logged (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except NotAllowed as exc:
-            raise gr.Error(str(exc), title="Sign-in needed", print_exception=False) from None
-        except InvalidInput as exc:
-            raise gr.Error(str(exc), title="Invalid input", print_exception=False) from None
-        except RagError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:  # noqa: BLE001 - never a traceback (or a token) to the user
-            log.error("%s failed: %s", fn.__name__, type(exc).__name__)
-            raise gr.Error(f"Something went wrong on our side ({type(exc).__name__}). Please try again.",
-                           print_exception=False) from None
-
-    return wrapper
 
 
 def session_of(request: gr.Request | None) -> str:
