@@ -256,9 +256,9 @@ class ArchiveSource(FolderSource):
         super().__init__(folder, captions_file or self.extracted.captions_file, label_from_folder, limit)
         self.archive_skipped = self.extracted.skipped
 
-    def describe(self) -> dict[str, Any]:
+    def manifest_entry(self) -> dict[str, Any]:
         """The archive's name (not the extraction folder), so a resumed build sees the same source."""
-        return {**super().describe(), "kind": "archive", "name": self.archive.name,
+        return {**super().manifest_entry(), "kind": "archive", "name": self.archive.name,
                 "captions_file": self.captions_file.name if self.captions_file else None,
                 "archive_skipped": len(self.archive_skipped)}
 

@@ -153,7 +153,7 @@ def test_root_captions_file_and_folder_labels_feed_the_source(tmp_path):
     assert set(items) == {"dogs/a.jpg", "cats/b.jpg", "cats/c.jpg"}
     assert items["dogs/a.jpg"].captions == ["a red thing"] and items["dogs/a.jpg"].label == "dogs"
     assert items["cats/c.jpg"].captions == [] and items["cats/c.jpg"].label == "cats"
-    assert source.describe()["name"] == "pets.zip" and source.caption_source == "captions file captions.jsonl"
+    assert source.manifest_entry()["name"] == "pets.zip" and source.caption_source == "captions file captions.jsonl"
     source.cleanup()
     assert not (tmp_path / "work").exists() and archive.exists()
 
