@@ -1,0 +1,61 @@
+"""The Build tab in headless Chromium: upload an archive, watch the build, see the new collection's gallery,
+search it in the Text tab, and switch back to the Space's collection."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from test_app import launch_app, shapes_collection
+from test_browser import CHROMIUM, browser, page  # noqa: F401 - shared fixtures
+from test_build_tab import SHAPES, shapes_archive
+
+from rag.config import Settings
+from rag.pipeline import Pipeline
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_clip_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("build-browser")
+    collection = shapes_collection(root / "images", root / "collection", tiny_clip_dir, n=24)
+    pipeline = Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection,
+                                      with_captioner=False)
+    demo, url = launch_app(pipeline)
+    yield url
+    demo.close()
+
+
+def test_upload_an_archive_build_and_search_it(page, served, tmp_path):  # noqa: F811
+    archive = shapes_archive(tmp_path / "my-shapes.zip", n=30)
+    page.goto(served)
+    page.get_by_role("tab", name="Build your own").click()
+    page.locator("#build-archive input[type=file]").set_input_files(str(archive))
+    page.get_by_text("my-shapes.zip").first.wait_for()
+    page.get_by_label("Folder names are labels").check()
+    page.locator("#build-button").click()
+    gallery = page.locator("#build-gallery img")
+    gallery.first.wait_for()
+    assert gallery.count() == 24  # the first 24 of the 30 images
+    status = page.locator("#build-status").inner_text()
+    assert "30 images" in status and "images/s" in status and "2 skipped" in status
+    switch = page.locator("#use-space-collection input[type=checkbox]")
+    assert not switch.is_checked()
+    page.screenshot(path=str(tmp_path / "build_done.png"), full_page=True)
+
+    page.get_by_role("tab", name="Text → image").click()
+    page.locator("#query textarea").fill("red circle")
+    page.locator("#search-text-button").click()
+    page.locator("#text-gallery img").first.wait_for()
+    assert "mine: " in page.locator("#text-gallery").inner_text()
+
+    switch.check()  # back to the Space's collection
+    page.locator("#search-text-button").click()
+    page.wait_for_function("() => !document.querySelector('#text-gallery').innerText.includes('mine: ')")
+    assert page.outside_requests == [], page.outside_requests
+    shutil.copy(tmp_path / "build_done.png", "/tmp/build_tab_screenshot.png")
