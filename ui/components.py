@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +83,17 @@ def info_markdown(info: dict[str, Any]) -> str:
     )
 
 
+IMAGE_MAX_MB = 20  # the page's upload cap is raised for Build-tab archives; images keep this one
+
+
+def check_image_size(path: str) -> None:
+    """Refuse an uploaded image over IMAGE_MAX_MB (Gradio's max_file_size is one cap for every upload)."""
+    size = os.path.getsize(path)
+    if size > IMAGE_MAX_MB * 1024 * 1024:
+        raise gr.Error(f"This image is {size / 2**20:.0f} MB; images up to {IMAGE_MAX_MB} MB are accepted.",
+                       title="Invalid input", print_exception=False)
+
+
 def image_input(**kwargs: Any) -> gr.Image:
     """gr.Image(type="filepath") that hands the uploaded file's path to rag.images.load_image unopened.
 
@@ -96,6 +109,7 @@ def image_input(**kwargs: Any) -> gr.Image:
         if payload is None:
             return None
         if payload.path and not (payload.url or "").startswith("data:"):
+            check_image_size(payload.path)
             return str(payload.path)
         try:
             return original(payload)
