@@ -6,7 +6,7 @@ time) and a small collection, then times /search_text from one gradio_client ses
 again while another session runs /build on an archive of Flickr-sized JPEGs. Prints p50/p95 and their ratio to
 idle (issue 11's target: p50 during a build <= 3x idle), plus the build rate the Space reached.
 
-    HF_HUB_OFFLINE=1 python benchmarks/build_contention.py [--images 160] [--batch-sizes 8,32] [--calls 30]
+    HF_HUB_OFFLINE=1 python -m benchmarks.build_contention [--images 160] [--batch-sizes 8,32] [--calls 30]
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from build_speed import write_jpegs
-from common import report, summary
+from benchmarks.build_speed import write_jpegs
+from benchmarks.common import report, summary
 from gradio_client import Client, handle_file
 from testkit.tiny_models import make_random_clip_vit_b32
 

@@ -99,8 +99,9 @@ def _dataset_source(request: BuildRequest, limit: int, token: str | None) -> Sou
     if not looks_like_repo_id(name) and os.environ.get(LOCAL_DATASETS_VARIABLE) != "1":
         raise InvalidInput(f"{name!r} is not a Hub dataset id (user/name).")
     captions = [c.strip() for c in request.caption_column.split(",") if c.strip()] if request.caption_column else None
-    return DatasetSource(name, None, (request.split or "train").strip(), request.image_column.strip() or None,
-                         captions, request.label_column.strip() or None, None, limit, token)
+    return DatasetSource(name, split=(request.split or "train").strip(), image_column=request.image_column.strip() or None,
+                         caption_columns=captions, label_column=request.label_column.strip() or None, limit=limit,
+                         token=token)
 
 
 class _Meter:

@@ -159,3 +159,22 @@ def test_an_archive_without_usable_images_is_reported_not_raised(registry, space
     result = run_session_build(registry, "alice", BuildRequest(archive=str(archive)), settings)
     assert result["ok"] is False and "No usable image" in result["error"]
     assert registry.pipeline_for("alice") is space
+
+
+def test_a_dataset_build_reads_only_the_limit(registry, space, settings, tmp_path, monkeypatch):
+    import datasets
+    from testkit.tiny_models import make_shape_images
+
+    rows = make_shape_images(12, seed=5)
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string"),
+                                  "kind": datasets.Value("string")})
+    data = datasets.Dataset.from_dict({"image": [r[0] for r in rows], "text": [r[1] for r in rows],
+                                       "kind": [r[2] for r in rows]}, features=features)
+    data.to_parquet(str(tmp_path / "shapes.parquet"))
+    monkeypatch.setenv("RAG_BUILD_LOCAL_DATASETS", "1")
+    request = BuildRequest(dataset=str(tmp_path / "shapes.parquet"), label_column="kind", limit=5)
+    result = run_session_build(registry, "dora", request, settings)
+    assert result["ok"] and result["rows"] == 5
+    own = registry.pipeline_for("dora")
+    assert own.collection.all_labels() == [r[2] for r in rows[:5]]
+    assert own.collection.all_captions() == [[r[1]] for r in rows[:5]]
