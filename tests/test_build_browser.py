@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 from test_app import launch_app, shapes_collection
@@ -27,13 +28,14 @@ def served(tiny_clip_dir, tmp_path_factory):
     pipeline = Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection,
                                       with_captioner=False)
     demo, url = launch_app(pipeline)
-    yield url
+    yield url, root / "cache" / "sessions"
     demo.close()
 
 
 def test_upload_an_archive_build_and_search_it(page, served, tmp_path):  # noqa: F811
+    url, sessions = served
     archive = shapes_archive(tmp_path / "my-shapes.zip", n=30)
-    page.goto(served)
+    page.goto(url)
     page.get_by_role("tab", name="Build your own").click()
     page.locator("#build-archive input[type=file]").set_input_files(str(archive))
     page.get_by_text("my-shapes.zip").first.wait_for()
@@ -58,4 +60,10 @@ def test_upload_an_archive_build_and_search_it(page, served, tmp_path):  # noqa:
     page.locator("#search-text-button").click()
     page.wait_for_function("() => !document.querySelector('#text-gallery').innerText.includes('mine: ')")
     assert page.outside_requests == [], page.outside_requests
+    assert any(sessions.iterdir())
+    page.close()  # the tab closes: its collection is deleted at once (Gradio's unload event), not at the TTL
+    deadline = time.monotonic() + 60
+    while any(sessions.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(sessions.iterdir())
     shutil.copy(tmp_path / "build_done.png", "/tmp/build_tab_screenshot.png")

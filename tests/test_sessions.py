@@ -178,3 +178,17 @@ def test_a_dataset_build_reads_only_the_limit(registry, space, settings, tmp_pat
     own = registry.pipeline_for("dora")
     assert own.collection.all_labels() == [r[2] for r in rows[:5]]
     assert own.collection.all_captions() == [[r[1]] for r in rows[:5]]
+
+
+def test_the_sweeper_thread_removes_expired_sessions(space, settings, tmp_path):
+    import time
+
+    registry = SessionRegistry(space, tmp_path / "swept", ttl=0.5)
+    run_session_build(registry, "erin", BuildRequest(archive=str(photos_zip(tmp_path, 3))), settings)
+    folder = registry.state("erin").folder
+    registry.start_sweeper(interval=0.1)
+    deadline = time.monotonic() + 10
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    registry.close()
+    assert not folder.exists() and len(registry) == 0
