@@ -10,7 +10,8 @@ import time
 import pytest
 from test_app import launch_app, shapes_collection
 from test_browser import CHROMIUM, browser, page  # noqa: F401 - shared fixtures
-from test_build_tab import SHAPES, shapes_archive
+from test_accessibility import violations
+from test_build_tab import shapes_archive
 
 from rag.config import Settings
 from rag.pipeline import Pipeline
@@ -37,6 +38,8 @@ def test_upload_an_archive_build_and_search_it(page, served, tmp_path):  # noqa:
     archive = shapes_archive(tmp_path / "my-shapes.zip", n=30)
     page.goto(url)
     page.get_by_role("tab", name="Build your own").click()
+    page.locator("#build-button").wait_for()
+    empty_tab_violations = violations(page)
     page.locator("#build-archive input[type=file]").set_input_files(str(archive))
     page.get_by_text("my-shapes.zip").first.wait_for()
     page.get_by_label("Folder names are labels").check()
@@ -49,6 +52,7 @@ def test_upload_an_archive_build_and_search_it(page, served, tmp_path):  # noqa:
     switch = page.locator("#use-space-collection input[type=checkbox]")
     assert not switch.is_checked()
     page.screenshot(path=str(tmp_path / "build_done.png"), full_page=True)
+    assert (empty_tab_violations, violations(page)) == ([], [])  # WCAG 2.1 A/AA, as for the other tabs
 
     page.get_by_role("tab", name="Text → image").click()
     page.locator("#query textarea").fill("red circle")
