@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterator
 
@@ -163,14 +164,16 @@ def _copy(stream: IO[bytes], target: Path, budget: int, name: str) -> int:
     return written
 
 
-def _open(path: Path) -> tuple[Any, list[Entry], Any]:
-    """The open archive, its entries (capped in number) and a function opening one entry's bytes."""
+def _open(path: Path, max_entries: int) -> tuple[Any, list[Entry], Any]:
+    """The open archive, its entries (listing stops one past ``max_entries``) and a function opening one entry."""
     try:
         if zipfile.is_zipfile(path):
             archive: Any = zipfile.ZipFile(path)
-            return archive, list(_zip_entries(archive)), lambda e: archive.open(e.handle)
+            entries = list(islice(_zip_entries(archive), max_entries + 1))
+            return archive, entries, lambda e: archive.open(e.handle)
         archive = tarfile.open(path, mode="r:*")
-        return archive, list(_tar_entries(archive)), lambda e: archive.extractfile(e.handle)
+        entries = list(islice(_tar_entries(archive), max_entries + 1))
+        return archive, entries, lambda e: archive.extractfile(e.handle)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
         raise InvalidInput(f"{path.name} is not a readable .zip, .tar or .tar.gz archive ({exc}).") from None
 
@@ -190,10 +193,10 @@ def extract_archive(
     """Check the whole archive, then extract its images (the first ``max_images`` by path) and root
     captions file into ``dest``; everything else is listed in ``skipped``."""
     path, dest = Path(path), Path(dest)
-    archive, entries, open_entry = _open(path)
+    archive, entries, open_entry = _open(path, limits.max_entries)
     with archive:
         if len(entries) > limits.max_entries:
-            raise InvalidInput(f"{path.name} has {len(entries):,} entries; the limit is {limits.max_entries:,}.")
+            raise InvalidInput(f"{path.name} has more than {limits.max_entries:,} entries; it was not opened.")
         keep, over = _first_images(entries, max_images)
         _check_caps([e for e in entries if id(e) in keep], entries, path.stat().st_size, limits, path.name)
         result = Extracted(folder=dest)

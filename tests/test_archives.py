@@ -180,3 +180,10 @@ def test_index_build_accepts_an_archive_through_the_same_code(tiny_clip_dir, tmp
     assert sorted(c for cs in collection.all_captions() for c in cs) == ["first", "second"]
     assert collection.manifest.source["name"] == "set.tar.gz"
     assert "../bad.jpg" in capsys.readouterr().err
+
+
+def test_too_many_entries_is_refused_before_extraction(tmp_path):
+    archive = write_tar(tmp_path / "many.tar", {f"{i}.jpg": b"x" for i in range(30)}, mode="w")
+    with pytest.raises(InvalidInput, match="more than 20 entries"):
+        extract_archive(archive, tmp_path / "out", ArchiveLimits(max_entries=20))
+    assert not (tmp_path / "out").exists()
