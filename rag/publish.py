@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import replace
@@ -21,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from .collection import Collection
 from .config import Settings
-from .errors import InvalidInput, RagError
+from .errors import CollectionError, InvalidInput, RagError
 from .hub import REPO_ID, push_collection, resolve_collection
 from .pipeline import Pipeline
 from .sessions import SessionRegistry
@@ -29,7 +28,6 @@ from .sessions import SessionRegistry
 log = logging.getLogger(__name__)
 
 FREE_HARDWARE = "cpu-basic"
-COMMIT_SHA = re.compile(r"/commit/([0-9a-f]{40})\b")
 SIGN_IN = "Sign in with Hugging Face first (the button above): {what} happens in your own account, with your permission."
 
 
@@ -70,20 +68,22 @@ def _hub_failure(action: str, exc: Exception) -> RagError:
 
 
 def publish_collection(directory: Path, repo_id: str, private: bool = True, token: str | None = None) -> dict[str, Any]:
-    """Check the collection, push it like ``index_build.py --push-to-hub`` and return repo, commit and URL."""
+    """Check the collection, push it like ``index_build.py --push-to-hub`` (one verified commit) and return
+    the repo, the commit sha and the URLs."""
     repo_id = check_repo_id(repo_id)
     token = require_token(token, "publishing")
     Collection.open(directory, verify_checksums=True)  # the same checks as --verify: never publish a broken one
     try:
-        commit_url = push_collection(directory, repo_id, private=bool(private), token=token,
-                                     message="Upload collection built in the Space")
-    except HfHubHTTPError as exc:
-        raise _hub_failure(f"Publishing to {repo_id}", exc) from None
-    match = COMMIT_SHA.search(commit_url)
+        commit = push_collection(directory, repo_id, private=bool(private), token=token,
+                                 message="Upload collection built in the Space")
+    except CollectionError as exc:
+        cause = exc.__cause__
+        raise (_hub_failure(f"Publishing to {repo_id}", cause) if isinstance(cause, HfHubHTTPError) else exc) from None
     log.info("published a session collection to %s", repo_id)
     return {
-        "ok": True, "repo_id": repo_id, "private": bool(private), "commit": match.group(1) if match else None,
-        "url": f"https://huggingface.co/datasets/{repo_id}", "commit_url": commit_url,
+        "ok": True, "repo_id": repo_id, "private": bool(private), "commit": commit,
+        "url": f"https://huggingface.co/datasets/{repo_id}",
+        "commit_url": f"https://huggingface.co/datasets/{repo_id}/commit/{commit}",
     }
 
 

@@ -9,6 +9,8 @@ import threading
 import pytest
 from testkit.shapes import build_shapes, write_shape_folder
 
+from test_hub import FakeHub
+
 from rag import hub, publish
 from rag.config import Settings
 from rag.errors import InvalidInput, RagError
@@ -41,17 +43,17 @@ class FakeHfApi:
 
 
 @pytest.fixture()
-def hub_calls(monkeypatch):
+def dataset_hub(monkeypatch):
+    """rag.hub's HfApi (the dataset push) replaced by test_hub's recording fake."""
+    fake = FakeHub()
+    monkeypatch.setattr(hub, "HfApi", fake)
+    return fake
+
+
+@pytest.fixture()
+def hub_calls(monkeypatch, dataset_hub):
     FakeHfApi.calls, FakeHfApi.fail_with = [], None
     monkeypatch.setattr(publish, "HfApi", FakeHfApi)
-    monkeypatch.setattr(hub, "create_repo", lambda repo_id, **kw: FakeHfApi.calls.append(("create_repo", repo_id, kw)))
-    monkeypatch.setattr(hub, "create_branch", lambda repo_id, **kw: FakeHfApi.calls.append(("create_branch", repo_id, kw)))
-
-    def upload_folder(**kw):
-        FakeHfApi.calls.append(("upload_folder", kw))
-        return f"https://huggingface.co/datasets/{kw['repo_id']}/commit/{COMMIT}"
-
-    monkeypatch.setattr(hub, "upload_folder", upload_folder)
     return FakeHfApi.calls
 
 
@@ -63,26 +65,27 @@ def collections(tiny_clip_dir, tmp_path_factory):
     return first, second
 
 
-def test_publish_pushes_the_collection_private_by_default(collections, hub_calls, caplog):
+def test_publish_pushes_the_collection_private_by_default(collections, hub_calls, dataset_hub, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     result = publish_collection(collections[0], "alice/my-photos", token=TOKEN)
-    assert result["ok"] and result["commit"] == COMMIT and result["private"] is True
-    kinds = [c[0] for c in hub_calls]
-    assert kinds == ["create_repo", "upload_folder"]
-    assert hub_calls[0][2]["private"] is True and hub_calls[0][2]["repo_type"] == "dataset"
-    upload = hub_calls[1][1]
-    assert upload["repo_type"] == "dataset" and upload["token"] == TOKEN and "manifest.json" in upload["allow_patterns"]
-    assert TOKEN not in json.dumps(result) and TOKEN not in caplog.text
+    assert result["ok"] and result["private"] is True and result["commit"] in dataset_hub.commits
+    calls = dict(dataset_hub.calls)
+    assert calls["HfApi"] == {"token": TOKEN}
+    assert calls["create_repo"] == {"repo_id": "alice/my-photos", "repo_type": "dataset", "private": True,
+                                    "exist_ok": True}
+    assert {"manifest.json", "index.faiss", "README.md"} <= set(dataset_hub.commits[result["commit"]])
+    assert hub_calls == []  # no Space call for a publish
+    assert TOKEN not in json.dumps(result) and TOKEN not in caplog.text and TOKEN not in capsys.readouterr().out
 
 
-def test_publish_and_duplicate_explain_sign_in_when_signed_out(collections, hub_calls):
+def test_publish_and_duplicate_explain_sign_in_when_signed_out(collections, hub_calls, dataset_hub):
     with pytest.raises(NotAllowed, match="Sign in with Hugging Face"):
         publish_collection(collections[0], "alice/x", token=None)
     with pytest.raises(NotAllowed, match="Sign in with Hugging Face"):
         duplicate_space("owner/rag-space", "alice/rag-space", "alice/x", COMMIT, token=None)
     with pytest.raises(InvalidInput, match="user/name"):
         publish_collection(collections[0], "not a repo", token=TOKEN)
-    assert hub_calls == []
+    assert hub_calls == [] and dataset_hub.calls == []
 
 
 def test_duplicate_sends_variables_free_hardware_and_privacy(hub_calls):
