@@ -57,10 +57,9 @@ def upload_limit(ctx: AppContext, default: str) -> str:
 
 
 def sign_in_available() -> bool:
-    """gr.LoginButton works on a Space, or locally with a saved HF token (Gradio mocks sign-in with it)."""
-    from huggingface_hub import get_token
-
-    return bool(os.environ.get("SPACE_ID")) or get_token() is not None
+    """gr.LoginButton only on a Space: elsewhere Gradio mocks sign-in by calling the Hub with a local token at
+    launch, which fails offline and would stop the page from starting."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
 def collection_switch(ctx: AppContext) -> gr.Checkbox | None:
