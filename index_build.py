@@ -52,10 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     emb.add_argument("--model-revision", help="revision of --model (recorded in the manifest)")
     emb.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     emb.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    emb.add_argument("--workers", type=int, default=2, help="threads decoding images while the model runs (default: 2)")
+    emb.add_argument("--workers", type=int, default=2, help="--engine local: threads decoding images while the model "
+                     "runs; --engine ray: model replicas, one Ray actor each (default: 2)")
     emb.add_argument("--caption-missing", action="store_true", help="caption rows that have none with a captioner")
     emb.add_argument("--captioner-model", default=DEFAULT_CAPTIONER_MODELS["git"],
                      help="GIT model for --caption-missing")
+
+    eng = parser.add_argument_group("engine")
+    eng.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process, decode threads "
+                     "+ one model (default); ray: Ray Data, reading/decoding in tasks and the model in --workers replicas "
+                     "(needs requirements-build.txt)")
+    eng.add_argument("--ray-address", metavar="ADDRESS", help="--engine ray: 'auto' or ray://host:port to join a cluster "
+                     "(source files must be readable from every node); default: start a local Ray on this machine")
+    eng.add_argument("--num-gpus", type=float, default=0.0, help="--engine ray: GPUs per model replica (default: 0)")
 
     idx = parser.add_argument_group("index and output")
     idx.add_argument("--index-factory", default="auto", help="FAISS factory string (inner product), or 'auto': "
@@ -78,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give exactly one source: --images DIR or --dataset NAME (or --verify DIR_OR_REPO)")
     if not args.verify and not args.out:
         parser.error("--out DIR is required to build")
+    if args.engine == "local" and (args.ray_address or args.num_gpus):
+        parser.error("--ray-address and --num-gpus need --engine ray")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     return args
@@ -148,6 +161,37 @@ def make_source(args: argparse.Namespace, token: str | None):
                          where, args.limit, token)
 
 
+def _build_local(args: argparse.Namespace, source, token: str | None):
+    """Today's builder: decode threads and one model in this process."""
+    from rag.captioner import load_captioner
+    from rag.encoder import Encoder
+
+    encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
+    captioner = (
+        load_captioner("git", args.captioner_model, encoder, device=args.device, token=token)
+        if args.caption_missing else None
+    )
+    options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
+                           chunk_rows=args.chunk_rows, progress=not args.no_progress,
+                           caption_missing=args.caption_missing)
+    return build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner,
+                            overwrite=args.overwrite)
+
+
+def _build_ray(args: argparse.Namespace, source, token: str | None):
+    """The Ray builder: the model loads in the replicas only, never in this (driver) process."""
+    try:
+        from rag.ray_build import RayOptions, build_collection_ray
+    except ImportError as exc:
+        raise RagError(f"--engine ray needs Ray: pip install -r requirements-build.txt ({exc})") from exc
+    options = RayOptions(model=args.model, revision=args.model_revision, device=args.device, token=token,
+                         index_factory=args.index_factory, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
+                         progress=not args.no_progress, caption_missing=args.caption_missing,
+                         captioner_model=args.captioner_model, address=args.ray_address, workers=args.workers,
+                         num_gpus=args.num_gpus)
+    return build_collection_ray(source, args.out, options, resume=args.resume)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -157,23 +201,14 @@ def main(argv: list[str] | None = None) -> int:
             print(verify(args.verify, args.revision, token))
             return 0
         check_output(Path(args.out), _source_path(args), args.overwrite)  # refuse before loading anything
-        from rag.captioner import load_captioner
-        from rag.encoder import Encoder
-
         source = make_source(args, token)
         print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)
         for entry in getattr(source, "archive_skipped", []):
             print(f"skipped in the archive: {entry['source']}: {entry['reason']}", file=sys.stderr)
-        encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
-        captioner = (
-            load_captioner("git", args.captioner_model, encoder, device=args.device, token=token)
-            if args.caption_missing else None
-        )
-        options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
-                               chunk_rows=args.chunk_rows, progress=not args.no_progress,
-                               caption_missing=args.caption_missing)
-        manifest = build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner,
-                                    overwrite=args.overwrite)
+        if args.engine == "ray":
+            manifest = _build_ray(args, source, token)
+        else:
+            manifest = _build_local(args, source, token)
         print(f"wrote {args.out}: {manifest.rows} rows, {manifest.skipped['count']} skipped, "
               f"index {manifest.index_factory}, {manifest.build['seconds']} s")
         if args.push_to_hub:

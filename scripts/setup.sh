@@ -13,6 +13,7 @@ python -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
 python -m pip install --quiet -r requirements.txt
 if [ "${1:-}" = "--dev" ]; then
   python -m pip install --quiet -r requirements-dev.txt
+  python -m pip install --quiet -r requirements-build.txt  # optional builder engines (Ray), tested in CI
   if ! command -v chromium >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null || true

@@ -1,0 +1,133 @@
+"""index_build --engine ray on a local 2-CPU Ray: the same collection as --engine local, bad files listed, resume."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from shapes import write_shape_folder
+
+import index_build
+from rag.collection import Collection
+
+ROOT = Path(__file__).resolve().parents[1]
+ray = pytest.importorskip("ray")
+
+
+def _add_bad_files(folder: Path) -> list[str]:
+    (folder / "bad").mkdir()
+    (folder / "bad" / "zero.jpg").write_bytes(b"")
+    (folder / "bad" / "notes.png").write_text("not an image")
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(good, format="JPEG")
+    (folder / "bad" / "truncated.jpg").write_bytes(good.getvalue()[:150])
+    return ["bad/notes.png", "bad/truncated.jpg", "bad/zero.jpg"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs and a small object store, shut down after the module."""
+    ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_clip_dir, tmp_path_factory, local_ray):
+    """The shapes folder (with 3 bad files, not all at the end) built by both engines."""
+    folder = write_shape_folder(tmp_path_factory.mktemp("src") / "shapes", n=48)
+    bad = _add_bad_files(folder)
+    common = ["--images", str(folder), "--captions", str(folder / "captions.csv"), "--model", tiny_clip_dir,
+              "--batch-size", "8", "--chunk-rows", "16", "--no-progress"]
+    out = tmp_path_factory.mktemp("out")
+    assert index_build.main([*common, "--out", str(out / "local")]) == 0
+    assert index_build.main([*common, "--out", str(out / "ray"), "--engine", "ray", "--workers", "2"]) == 0
+    return folder, out / "local", out / "ray", bad
+
+
+@pytest.mark.slow
+def test_ray_build_matches_local_build(pair):
+    _, local_dir, ray_dir, _ = pair
+    local, built = Collection.open(local_dir), Collection.open(ray_dir)
+    assert len(built) == len(local) == 48
+    ids = range(len(local))
+    keys = ("id", "captions", "label", "source", "metadata")
+    assert [{k: r[k] for k in keys} for r in built.rows(ids)] == [{k: r[k] for k in keys} for r in local.rows(ids)]
+    cosine = np.sum(built.vectors() * local.vectors(), axis=1)
+    assert cosine.min() >= 0.999
+    assert [built.thumbnail(i) for i in (0, 47)] == [local.thumbnail(i) for i in (0, 47)]
+    manifest = json.loads((ray_dir / "manifest.json").read_text())
+    assert manifest["build"]["engine"] == "ray" and manifest["index_factory"] == "Flat"
+    assert not ray_dir.with_name("ray.partial").exists()
+
+
+@pytest.mark.slow
+def test_ray_build_skips_and_lists_bad_files_and_verifies(pair, capsys):
+    _, _, ray_dir, bad = pair
+    manifest = json.loads((ray_dir / "manifest.json").read_text())
+    assert manifest["skipped"]["count"] == 3
+    assert sorted(item["source"] for item in manifest["skipped"]["items"]) == bad
+    assert all(item["reason"] for item in manifest["skipped"]["items"])
+    assert index_build.main(["--verify", str(ray_dir)]) == 0
+    assert "rows            48" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_interrupted_ray_build_resumes_from_its_parts(pair, tiny_clip_dir, tmp_path):
+    """Parts left by an interrupted build are kept; the resumed build gives the same collection with an IVF index."""
+    folder, _, ray_dir, _ = pair
+    common = ["--images", str(folder), "--captions", str(folder / "captions.csv"), "--model", tiny_clip_dir,
+              "--batch-size", "8", "--chunk-rows", "16", "--no-progress", "--engine", "ray", "--workers", "1",
+              "--index-factory", "IVF4,Flat"]
+    out = tmp_path / "c"
+    assert index_build.main([*common, "--out", str(out)]) == 0
+    # Simulate an interruption: rebuild the .partial of a finished build from its parts, minus the last ones.
+    partial = tmp_path / "c.partial"
+    from rag import ray_parts, ray_build
+
+    source = index_build.make_source(index_build.parse_args([*common, "--out", str(out)]), None)
+    options = ray_build.RayOptions(model=tiny_clip_dir, batch_size=8, chunk_rows=16, progress=False, workers=1)
+    ray_build._prepare_partial(partial, ray_build._fingerprint(source, options), resume=False)
+    kept = ray_parts.missing_ranges([], len(source), 20)[:1]
+    ray_build._run_pipeline(source, partial, options, kept)
+    before = {p.name: p.stat().st_mtime_ns for p in (partial / "parts").glob("*.json")}
+    assert before
+    assert index_build.main([*common, "--out", str(out), "--resume"]) == 0
+    resumed = Collection.open(out)
+    assert resumed.manifest.index_factory == "IVF4,Flat" and len(resumed) == 48
+    reference = Collection.open(ray_dir)
+    assert [r["source"] for r in resumed.rows(range(48))] == [r["source"] for r in reference.rows(range(48))]
+    assert resumed.manifest.skipped["count"] == 3
+
+
+def test_resume_refuses_a_partial_build_of_the_other_engine(tiny_clip_dir, tmp_path, capsys):
+    folder = write_shape_folder(tmp_path / "shapes", n=4)
+    partial = tmp_path / "c.partial"
+    partial.mkdir()
+    (partial / "build.json").write_text(json.dumps({"source": {}, "model": {}}))
+    code = index_build.main(["--images", str(folder), "--model", tiny_clip_dir, "--out", str(tmp_path / "c"),
+                             "--engine", "ray", "--resume", "--no-progress"])
+    assert code == 1
+    assert "local engine" in capsys.readouterr().err
+    assert (partial / "build.json").exists()
+
+
+def test_ray_flags_need_the_ray_engine(capsys):
+    with pytest.raises(SystemExit):
+        index_build.parse_args(["--images", "x", "--out", "y", "--num-gpus", "1"])
+    assert "--engine ray" in capsys.readouterr().err
+
+
+def test_the_space_never_imports_ray():
+    code = "import sys, app, rag.pipeline; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
