@@ -60,16 +60,17 @@ def connect(address: str | None) -> bool:
     """Start a local Ray (``None``/``local``) or join a cluster (``auto``, ``ray://host:port``); reuse one already up.
 
     Returns whether this call started Ray (so the builder shuts down only what it started). On a cluster the
-    ``rag`` package is shipped to the workers with the job; the source's files must be readable from every node.
+    ``rag`` package is shipped to the workers with the job (also locally, whatever their working directory);
+    the source's files must be readable from every node.
     """
     if ray.is_initialized():
         return False
+    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
     if not address or address == LOCAL:
-        ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True)
+        ray.init(address=LOCAL, include_dashboard=False, runtime_env=runtime_env)
     else:
-        package = str(Path(__file__).resolve().parent)
         try:
-            ray.init(address=address, runtime_env={"py_modules": [package]}, log_to_driver=True)
+            ray.init(address=address, runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise CollectionError(f"Could not connect to the Ray cluster at {address!r}: {exc}") from exc
     return True
