@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from shapes import write_shape_folder
+from tiny_models import make_shape_images
 
 import index_build
 from rag.collection import Collection
@@ -129,3 +130,32 @@ def test_the_space_never_imports_ray():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_ray_build_of_a_parquet_dataset_matches_local(tiny_clip_dir, tmp_path, local_ray):
+    """A `datasets` parquet source with a ClassLabel, list captions, an extra column and one corrupt image."""
+    samples = make_shape_images(12, seed=3)
+    names = sorted({label for _, _, label in samples})
+    encoded = []
+    for image, _, _ in samples:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append({"bytes": buffer.getvalue(), "path": None})
+    encoded[4] = {"bytes": b"not an image", "path": None}
+    features = datasets.Features({"img": datasets.Image(), "sentences": datasets.List(datasets.Value("string")),
+                                  "label": datasets.ClassLabel(names=names), "img_id": datasets.Value("int32")})
+    datasets.Dataset.from_dict({
+        "img": encoded, "sentences": [[caption, "another"] for _, caption, _ in samples],
+        "label": [names.index(label) for _, _, label in samples], "img_id": list(range(100, 112)),
+    }, features=features).to_parquet(str(tmp_path / "train.parquet"))
+    common = ["--dataset", str(tmp_path / "train.parquet"), "--split", "train", "--label-column", "label",
+              "--caption-column", "sentences", "--model", tiny_clip_dir, "--batch-size", "4", "--no-progress"]
+    assert index_build.main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert index_build.main([*common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 0
+    local, built = Collection.open(tmp_path / "local"), Collection.open(tmp_path / "ray")
+    assert len(built) == len(local) == 11
+    assert built.rows(range(11)) == local.rows(range(11))
+    assert built.rows([4])[0]["metadata"] == {"img_id": "105"}
+    assert np.sum(built.vectors() * local.vectors(), axis=1).min() >= 0.999
+    assert built.manifest.skipped == local.manifest.skipped and built.manifest.skipped["items"][0]["source"] == "train[4]"
