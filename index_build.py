@@ -24,6 +24,25 @@ from rag.hub import push_collection, resolve_collection
 
 
 
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """--engine local|ray and the Ray flags (--workers is shared: decode threads or model replicas)."""
+    eng = parser.add_argument_group("engine")
+    eng.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process, decode threads "
+                     "+ one model (default); ray: Ray Data, reading/decoding in tasks and the model in --workers replicas "
+                     "(needs requirements-build.txt)")
+    eng.add_argument("--ray-address", metavar="ADDRESS", help="--engine ray: 'auto' or ray://host:port to join a cluster "
+                     "(source files must be readable from every node); default: start a local Ray on this machine")
+    eng.add_argument("--num-gpus", type=float, default=0.0, help="--engine ray: GPUs per model replica (default: 0)")
+
+
+def _check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Ray-only flags need --engine ray; at least one worker."""
+    if args.engine == "local" and (args.ray_address or args.num_gpus):
+        parser.error("--ray-address and --num-gpus need --engine ray")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -58,14 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     emb.add_argument("--captioner-model", default=DEFAULT_CAPTIONER_MODELS["git"],
                      help="GIT model for --caption-missing")
 
-    eng = parser.add_argument_group("engine")
-    eng.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process, decode threads "
-                     "+ one model (default); ray: Ray Data, reading/decoding in tasks and the model in --workers replicas "
-                     "(needs requirements-build.txt)")
-    eng.add_argument("--ray-address", metavar="ADDRESS", help="--engine ray: 'auto' or ray://host:port to join a cluster "
-                     "(source files must be readable from every node); default: start a local Ray on this machine")
-    eng.add_argument("--num-gpus", type=float, default=0.0, help="--engine ray: GPUs per model replica (default: 0)")
-
+    _add_engine_args(parser)
     idx = parser.add_argument_group("index and output")
     idx.add_argument("--index-factory", default="auto", help="FAISS factory string (inner product), or 'auto': "
                      "Flat up to 250k rows, HNSW32 up to 3M, IVF-SQ8 beyond (default: auto)")
@@ -87,10 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give exactly one source: --images DIR or --dataset NAME (or --verify DIR_OR_REPO)")
     if not args.verify and not args.out:
         parser.error("--out DIR is required to build")
-    if args.engine == "local" and (args.ray_address or args.num_gpus):
-        parser.error("--ray-address and --num-gpus need --engine ray")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    _check_engine_args(parser, args)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     return args

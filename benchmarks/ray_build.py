@@ -4,7 +4,7 @@ A random-weight CLIP of the real ViT-B/32 size (tests/tiny_models.make_random_cl
 change the time), generated 500x375 JPEGs. Each configuration runs in its own process, so "driver peak" is
 that process's peak resident memory; "tree peak" adds the Ray processes it started (sampled every 0.2 s).
 Ray is started before the clock starts; the replicas' model loads are inside the timed build.
-Usage: python benchmarks/ray_build.py [--images 160] [--batch-size 32]
+Usage: python -m benchmarks.ray_build [--images 160] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import psutil
-from build_speed import write_jpegs
-from common import ROOT, report
+from benchmarks.build_speed import write_jpegs
+from benchmarks.common import ROOT, report
 
 ROWS_10M = 10_000_000
 
@@ -49,7 +49,6 @@ class TreePeak(threading.Thread):
 
 def run_one(engine: str, workers: int, folder: str, model: str, out: str, batch_size: int) -> dict:
     """Child process: one build, timed; returns images/s and memory."""
-    sys.path.insert(0, str(ROOT))
     import index_build
 
     if engine == "ray":
@@ -84,16 +83,16 @@ def main() -> None:
                          args.batch_size)
         print(json.dumps(result))
         return
-    from tiny_models import make_random_clip_vit_b32
+    from testkit.tiny_models import make_random_clip_vit_b32
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         make_random_clip_vit_b32(Path(tmp) / "vit-b32")
         write_jpegs(Path(tmp) / "jpegs", args.images)
         for engine, workers in [("local", 2), ("ray", 1), ("ray", 2)]:
-            command = [sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", engine,
+            command = [sys.executable, "-m", "benchmarks.ray_build", "--batch-size", str(args.batch_size), "--child", engine,
                        str(workers), tmp]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
             result = json.loads(output.strip().splitlines()[-1])
             label = "local (2 decode threads)" if engine == "local" else f"ray, {workers} replica(s)"
             rows.append({"engine": label, **result})

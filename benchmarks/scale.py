@@ -5,7 +5,7 @@ the ``auto`` factory picks for N (or --factory). Measured in a fresh process: st
 checksums already stamped, as on a restart; the first start's sha256 pass is timed apart), resident memory
 after load and after 1000 queries, p50/p95 of one query (index search + its 10 metadata rows), recall@10
 against exact search. Then the trend to 10M/100M rows, extrapolated from the measured bytes per row.
-Usage: python benchmarks/scale.py [--sizes 1000000] [--factory auto] [--queries 1000]
+Usage: python -m benchmarks.scale [--sizes 1000000] [--factory auto] [--queries 1000]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, clustered_vectors, queries_near, report
-from synthetic import write_synthetic_collection
+from benchmarks.common import ROOT, clustered_vectors, queries_near, report
+from benchmarks.synthetic import write_synthetic_collection
 
 import faiss
 from rag.collection import Manifest, verify_files

@@ -24,8 +24,9 @@ import numpy as np
 import ray
 
 from .build import BUILD_STATE, MAX_SKIPPED_LISTED, _move_into_place
-from .collection import Manifest, seal_collection
-from .errors import CollectionError
+from .collection import Manifest
+from .collection_writer import seal_collection
+from .errors import CollectionError, ResumeMismatch
 from .index import TRAIN_SAMPLE_MAX, apply_search_params, auto_factory, build_index, default_search_params
 from .ray_parts import PARTS_DIR, check_tiling, gather_rows, missing_ranges, part_vectors, place_shard, read_records, shard_plan
 from .ray_stages import EmbedReplica, read_and_decode, write_parts
@@ -98,7 +99,7 @@ def _read_rows(total: int, options: RayOptions) -> int:
 def _fingerprint(source: Source, options: RayOptions) -> dict[str, Any]:
     return {
         "engine": "ray",
-        "source": source.describe(),
+        "source": source.manifest_entry(),
         "model": {"id": options.model, "revision": options.revision},
         "caption_missing": bool(options.caption_missing),
         "captioner": options.captioner_model if options.caption_missing else None,
@@ -115,7 +116,7 @@ def _prepare_partial(partial: Path, fingerprint: dict[str, Any], resume: bool) -
             shutil.rmtree(partial)
         elif previous != fingerprint:
             engine = (previous or {}).get("engine", "local")
-            raise CollectionError(
+            raise ResumeMismatch(
                 f"Cannot resume: {partial} was started by the {engine} engine or with different settings "
                 f"({previous}); resume it with the same engine and settings, or delete it."
             )
@@ -220,7 +221,7 @@ def _finish(source: Source, options: RayOptions, partial: Path, out: Path, start
     seconds = round(time.perf_counter() - started, 2)
     manifest = Manifest(
         model={"id": options.model, "revision": options.revision}, dim=dim, rows=rows, index_factory=factory,
-        search_params=default_search_params(factory), source=source.describe(), caption_source=caption_source,
+        search_params=default_search_params(factory), source=source.manifest_entry(), caption_source=caption_source,
         generated_captions=generated, columns=source.extra_columns,
         skipped={"count": len(skipped), "items": skipped[:MAX_SKIPPED_LISTED]},
         build={"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": seconds,

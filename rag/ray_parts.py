@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .collection import DATA_DIR, ROW_GROUP_SIZE, rows_to_table, write_table
+from .collection import DATA_DIR, ROW_GROUP_SIZE
+from .collection_writer import rows_to_table, write_table
 from .errors import CollectionError
 
 PARTS_DIR = "parts"

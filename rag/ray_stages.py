@@ -92,9 +92,9 @@ class EmbedReplica:
         self.encoder = Encoder(model, revision=revision, device=device, token=token)
         self.captioner = None
         if captioner_model:
-            from .captioner import GitCaptioner
+            from .captioner import load_captioner
 
-            self.captioner = GitCaptioner(captioner_model, self.encoder, device, token)
+            self.captioner = load_captioner("git", captioner_model, self.encoder, device=device, token=token)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add a ``vector`` column (zeros for skipped rows) and, with a captioner, captions where there were none."""

@@ -12,8 +12,8 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image
-from shapes import write_shape_folder
-from tiny_models import make_shape_images
+from testkit.shapes import write_shape_folder
+from testkit.tiny_models import make_shape_images
 
 import index_build
 from rag.collection import Collection
