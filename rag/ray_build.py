@@ -80,14 +80,15 @@ def connect(address: str | None) -> bool:
 def _resources(workers: int, num_gpus: float) -> tuple[float, float, int]:
     """(CPUs per model replica, CPUs per read/write task, torch threads per replica) for this cluster.
 
-    On CPU the replicas share the cluster with the decode tasks, so they reserve at most 3/4 of its CPUs
-    between them and always leave room for a decode task to run.
+    On CPU the replicas reserve at most half of the cluster's CPUs between them, and the read/write tasks ask
+    for a quarter CPU where few are left, so Ray Data can always schedule a decode task beside the replicas
+    (asking for more left a 2-CPU Ray waiting forever for a free CPU).
     """
     total = float(ray.cluster_resources().get("CPU", 1.0))
     if num_gpus > 0:
         return 1.0, 1.0, 0
-    replica = round(min(1.0, 0.75 * total / workers), 2)
-    task = round(max(0.1, min(1.0, total - replica * workers)), 2)
+    replica = round(min(1.0, 0.5 * total / workers), 2)
+    task = 1.0 if total - replica * workers >= 4 else 0.25
     return replica, task, max(1, int(total // workers))
 
 
