@@ -52,9 +52,9 @@ def run_one(engine: str, workers: int, folder: str, model: str, out: str, batch_
     import index_build
 
     if engine == "ray":
-        import ray
+        from rag.ray_build import connect
 
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        connect(None)  # the local Ray index_build would start, started before the clock
     sampler = TreePeak()
     sampler.start()
     argv = ["--images", folder, "--model", model, "--out", out, "--batch-size", str(batch_size), "--no-progress",

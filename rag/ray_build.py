@@ -68,13 +68,26 @@ def connect(address: str | None) -> bool:
         return False
     runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
     if not address or address == LOCAL:
-        ray.init(address=LOCAL, include_dashboard=False, runtime_env=runtime_env)
+        start_local(include_dashboard=False, runtime_env=runtime_env)
     else:
         try:
             ray.init(address=address, runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise CollectionError(f"Could not connect to the Ray cluster at {address!r}: {exc}") from exc
     return True
+
+
+def start_local(attempts: int = 3, **init_kwargs: Any) -> None:
+    """``ray.init`` a new local Ray, retried: on a loaded machine its raylet can miss Ray's fixed 30 s start-up wait."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=LOCAL, **init_kwargs)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this timeout
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            log.warning("local Ray did not start in time (attempt %d of %d); retrying", attempt, attempts)
+            ray.shutdown()
 
 
 def _resources(workers: int, num_gpus: float) -> tuple[float, float, int]:

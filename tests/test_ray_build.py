@@ -35,8 +35,10 @@ def _add_bad_files(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray with 2 CPUs and a small object store, shut down after the module."""
-    ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    from rag.ray_build import start_local
+
+    start_local(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
     ray.shutdown()
 
