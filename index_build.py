@@ -198,7 +198,7 @@ def _build_ray(args: argparse.Namespace, source, token: str | None):
                          progress=not args.no_progress, caption_missing=args.caption_missing,
                          captioner_model=args.captioner_model, address=args.ray_address, workers=args.workers,
                          num_gpus=args.num_gpus)
-    return build_collection_ray(source, args.out, options, resume=args.resume)
+    return build_collection_ray(source, args.out, options, resume=args.resume, overwrite=args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,11 @@ same writer as the local builder. The Space never imports this module: Ray is a 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +25,9 @@ import faiss
 import numpy as np
 import ray
 
-from .build import BUILD_STATE, MAX_SKIPPED_LISTED, _move_into_place
+from .build import MAX_SKIPPED_LISTED, source_folder
+from .build_paths import check_output, marker_role, mark, move_into_place, partial_dir, recover, write_json_atomic
+from .build_state import BUILD_STATE
 from .collection import Manifest
 from .collection_writer import seal_collection
 from .errors import CollectionError, ResumeMismatch
@@ -120,22 +124,39 @@ def _fingerprint(source: Source, options: RayOptions) -> dict[str, Any]:
     }
 
 
-def _prepare_partial(partial: Path, fingerprint: dict[str, Any], resume: bool) -> None:
-    """Start a fresh ``.partial`` folder, or check that the one to resume was a Ray build of the same source."""
+def _prepare_partial(out: Path, fingerprint: dict[str, Any], resume: bool) -> Path:
+    """The marked ``<out>.partial``: fresh, or the one to resume if it was a Ray build of the same source."""
+    recover(out)
+    partial = partial_dir(out)
+    if partial.exists() and marker_role(partial) == "old":
+        shutil.rmtree(partial)  # the replaced collection, left by a swap that stopped before deleting it
     if partial.exists():
         state_path = partial / BUILD_STATE
-        previous = json.loads(state_path.read_text()) if state_path.exists() else None
+        try:
+            previous = json.loads(state_path.read_text()) if state_path.exists() else None
+        except (OSError, ValueError):
+            previous = None
         if not resume:
-            log.warning("removing the unfinished build at %s (pass --resume to continue it instead)", partial)
+            log.warning("removing the unfinished build %s (pass --resume to continue it instead)", partial.name)
             shutil.rmtree(partial)
         elif previous != fingerprint:
             engine = (previous or {}).get("engine", "local")
             raise ResumeMismatch(
-                f"Cannot resume: {partial} was started by the {engine} engine or with different settings "
-                f"({previous}); resume it with the same engine and settings, or delete it."
+                f"Cannot resume: {partial.name} was started by the {engine} engine or with different settings; "
+                "resume it with the same engine and settings, or run without --resume to start over."
             )
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / BUILD_STATE).write_text(json.dumps(fingerprint))
+    mark(partial, "partial")
+    write_json_atomic(partial / BUILD_STATE, fingerprint)
+    return partial
+
+
+def _shippable(source: Source) -> Source:
+    """A copy of the source for the workers, without what the driver owns (an archive's temporary folder)."""
+    clone = copy.copy(source)
+    for name, value in list(vars(clone).items()):
+        if isinstance(value, tempfile.TemporaryDirectory):
+            setattr(clone, name, None)  # unpickled in a worker, it would delete the folder when collected
+    return clone
 
 
 def _run_pipeline(source: Source, partial: Path, options: RayOptions, ranges: list[dict[str, int]]) -> None:
@@ -148,7 +169,7 @@ def _run_pipeline(source: Source, partial: Path, options: RayOptions, ranges: li
     dataset = (
         ray.data.from_items(ranges, override_num_blocks=len(ranges))
         .map_batches(read_and_decode, batch_size=1, num_cpus=task_cpus,
-                     fn_kwargs={"source_ref": [ray.put(source)], "batch_size": options.batch_size})
+                     fn_kwargs={"source_ref": [ray.put(_shippable(source))], "batch_size": options.batch_size})
         .map_batches(EmbedReplica, batch_size=options.batch_size, num_cpus=replica_cpus,
                      num_gpus=options.num_gpus or None, compute=ray.data.ActorPoolStrategy(size=options.workers),
                      fn_constructor_kwargs={"model": options.model, "revision": options.revision,
@@ -161,13 +182,17 @@ def _run_pipeline(source: Source, partial: Path, options: RayOptions, ranges: li
         pass  # each batch is the start positions of parts already on disk
 
 
-def build_collection_ray(source: Source, out_dir: str | Path, options: RayOptions, resume: bool = False) -> Manifest:
-    """Encode every usable image of ``source`` on Ray and write a complete collection at ``out_dir``."""
+def build_collection_ray(source: Source, out_dir: str | Path, options: RayOptions, resume: bool = False,
+                         overwrite: bool = False) -> Manifest:
+    """Encode every usable image of ``source`` on Ray and write a complete collection at ``out_dir``.
+
+    The same output rules as rag.build: an ``out_dir`` the builder may not write is refused (UnsafeOutput).
+    """
     if options.workers < 1:
         raise CollectionError("--workers must be at least 1 model replica.")
-    out = Path(out_dir)
-    partial = out.with_name(out.name + ".partial")
-    _prepare_partial(partial, _fingerprint(source, options), resume)
+    out = Path(out_dir).expanduser().absolute()
+    check_output(out, source_folder(source), overwrite)
+    partial = _prepare_partial(out, _fingerprint(source, options), resume)
     started = time.perf_counter()
     total = len(source)
     ranges = missing_ranges(read_records(partial), total, _read_rows(total, options))
@@ -245,7 +270,7 @@ def _finish(source: Source, options: RayOptions, partial: Path, out: Path, start
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / PARTS_DIR)
     (partial / BUILD_STATE).unlink()
-    _move_into_place(partial, out)
+    move_into_place(partial, out)
     log.info("ray build: %d rows, %d skipped, %d shards, %d replica(s), %.1f images/s", rows, len(skipped), shards,
              options.workers, (rows + len(skipped)) / max(seconds, 1e-9))
     return manifest

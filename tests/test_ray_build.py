@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +98,7 @@ def test_interrupted_ray_build_resumes_from_its_parts(pair, tiny_clip_dir, tmp_p
             "--index-factory", "IVF4,Flat", "--out", str(tmp_path / "c")]
     source = index_build.make_source(index_build.parse_args(argv), None)
     options = ray_build.RayOptions(model=tiny_clip_dir, batch_size=8, chunk_rows=16, progress=False)
-    partial = tmp_path / "c.partial"
-    ray_build._prepare_partial(partial, ray_build._fingerprint(source, options), resume=False)
+    partial = ray_build._prepare_partial(tmp_path / "c", ray_build._fingerprint(source, options), resume=False)
     ray_build._run_pipeline(source, partial, options, [{"start": 0, "end": 20}])  # then "interrupted"
     assert sum(r["end"] - r["start"] for r in ray_parts.read_records(partial)) == 20
     caplog.set_level("INFO")
@@ -112,8 +112,10 @@ def test_interrupted_ray_build_resumes_from_its_parts(pair, tiny_clip_dir, tmp_p
 
 def test_resume_refuses_a_partial_build_of_the_other_engine(tiny_clip_dir, tmp_path, capsys):
     folder = write_shape_folder(tmp_path / "shapes", n=4)
+    from rag.build_paths import mark
+
     partial = tmp_path / "c.partial"
-    partial.mkdir()
+    mark(partial, "partial")  # as the local builder leaves it
     (partial / "build.json").write_text(json.dumps({"source": {}, "model": {}}))
     code = index_build.main(["--images", str(folder), "--model", tiny_clip_dir, "--out", str(tmp_path / "c"),
                              "--engine", "ray", "--resume", "--no-progress"])
@@ -163,3 +165,17 @@ def test_ray_build_of_a_parquet_dataset_matches_local(tiny_clip_dir, tmp_path, l
     assert np.sum(built.stored_vectors(range(11)) * local.stored_vectors(range(11)), axis=1).min() >= 0.999
     assert built.manifest.skipped["count"] == local.manifest.skipped["count"] == 1
     assert [item["source"] for item in built.manifest.skipped["items"]] == ["train[4]"]
+
+
+@pytest.mark.slow
+def test_ray_build_of_an_archive_matches_local(tiny_clip_dir, tmp_path, local_ray):
+    """A zip (extracted into the driver's temporary folder) gives the workers the same files; nothing is deleted early."""
+    folder = write_shape_folder(tmp_path / "shapes", n=12)
+    archive = shutil.make_archive(str(tmp_path / "shapes"), "zip", folder)
+    common = ["--images", archive, "--model", tiny_clip_dir, "--batch-size", "4", "--no-progress"]
+    assert index_build.main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert index_build.main([*common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 0
+    local, built = Collection.open(tmp_path / "local"), Collection.open(tmp_path / "ray")
+    assert len(built) == len(local) == 12
+    assert built.rows(range(12)) == local.rows(range(12))
+    assert built.manifest.source == local.manifest.source
