@@ -70,7 +70,7 @@ def test_report_structure(cli_run, shapes, tiny_clip_dir, tiny_git_dir):
     settings = report["settings"]
     assert settings["sample"] == 12 and settings["seed"] == 0 and settings["k"] == [0, 1, 5]
     collection = report["collection"]
-    assert collection["name"] == str(shapes[0]) and collection["rows"] == N
+    assert collection["name"] == shapes[0].name and collection["rows"] == N  # a folder name, never a server path
     assert collection["built"] and "IndexFlatIP" in collection["index"]
     assert report["models"]["embedding"] == tiny_clip_dir
     assert report["models"]["captioner"] == f"git ({tiny_git_dir})"
