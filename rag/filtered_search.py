@@ -1,0 +1,106 @@
+"""One page of filtered top-k inside FAISS: IDSelector search, exact search over a small subset, or widening.
+
+Filtering happens inside the search, never by cutting a fixed top-k afterwards:
+* Flat (exact) indexes search with the filter's IDSelector, so the result is the exact filtered top-k;
+* approximate indexes (HNSW, IVF) score a small passing subset exactly from their stored vectors, and
+  otherwise search with the selector (efSearch / nprobe kept at the index's own settings or higher);
+* indexes that take no selector (PQ, OPQ pre-transforms) over-fetch and widen until enough rows pass.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from .filters import RowFilter
+
+# Approximate indexes: a subset up to this many rows is scored exactly from its stored vectors (fast and exact).
+EXACT_SUBSET_MAX_ROWS = 20_000
+WIDEN_FACTOR = 4
+# Extra rows fetched past the page, so rows with equal scores (exact duplicates) cannot straddle a page boundary.
+TIE_MARGIN = 8
+
+
+def _params(index: faiss.Index, selector, need: int) -> faiss.SearchParameters:
+    """Search parameters carrying the selector, keeping the index's own efSearch / nprobe (or more)."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(inner.hnsw.efSearch), need))
+    if isinstance(inner, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=int(inner.nprobe))
+    return faiss.SearchParameters(sel=selector)
+
+
+def _is_exact(index: faiss.Index) -> bool:
+    return isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+
+
+def _valid(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ids >= 0
+    return scores[keep], ids[keep]
+
+
+def _subset_search(index: faiss.Index, vector: np.ndarray, ids: np.ndarray, need: int):
+    """Exact top-``need`` over the given rows, from the index's stored vectors; None if it cannot reconstruct."""
+    try:
+        vectors = np.asarray(index.reconstruct_batch(ids), dtype=np.float32)
+    except RuntimeError:
+        return None
+    scores, positions = faiss.knn(vector, vectors, min(need, len(ids)), metric=faiss.METRIC_INNER_PRODUCT)
+    scores, positions = _valid(scores[0], positions[0])
+    return scores, ids[positions]
+
+
+def _selector_search(index: faiss.Index, vector: np.ndarray, row_filter: RowFilter, need: int):
+    """Search with the filter's IDSelector; None when the index type takes no selector."""
+    try:
+        scores, ids = index.search(vector, need, params=_params(index, row_filter.selector, need))
+    except RuntimeError:
+        return None
+    return _valid(scores[0], ids[0])
+
+
+def _widening_search(index: faiss.Index, vector: np.ndarray, row_filter: RowFilter, need: int):
+    """Over-fetch by the inverse selectivity, widening until ``need`` rows pass or the whole index was read."""
+    total = index.ntotal
+    fetch = min(total, max(need, int(need * total / max(row_filter.count, 1))) * 2)
+    while True:
+        scores, ids = _valid(*(a[0] for a in index.search(vector, fetch)))
+        keep = row_filter.mask[ids]
+        if keep.sum() >= need or fetch >= total:
+            return scores[keep][:need], ids[keep][:need]
+        fetch = min(total, fetch * WIDEN_FACTOR)
+
+
+def filtered_top(index: faiss.Index, vector: np.ndarray, need: int, row_filter: RowFilter | None):
+    """The best ``need`` (scores, ids) for one query vector among the rows passing ``row_filter`` (all if None)."""
+    vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+    limit = index.ntotal if row_filter is None else row_filter.count
+    need = min(need, limit)
+    if need <= 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if row_filter is None:
+        return _valid(*(a[0] for a in index.search(vector, need)))
+    exact = _is_exact(index)
+    if not exact and row_filter.count <= EXACT_SUBSET_MAX_ROWS:
+        found = _subset_search(index, vector, row_filter.ids, need)
+        if found is not None:
+            return found
+    found = _selector_search(index, vector, row_filter, need)
+    if found is not None and (exact or len(found[1]) >= need):
+        return found
+    return _widening_search(index, vector, row_filter, need)
+
+
+def search_page(
+    index: faiss.Index, vector: np.ndarray, k: int, offset: int = 0,
+    row_filter: RowFilter | None = None, threshold: float | None = None,
+) -> list[tuple[int, float]]:
+    """Ranks offset+1 .. offset+k of the filtered ranking as (row id, score), cut at ``threshold`` if given."""
+    scores, ids = filtered_top(index, vector, offset + k + TIE_MARGIN, row_filter)
+    order = np.lexsort((ids, -scores))  # score descending, then row id: the same order on every page
+    scores, ids = scores[order], ids[order]
+    page = [(int(i), float(s)) for i, s in zip(ids[offset:offset + k], scores[offset:offset + k])]
+    if threshold is not None:
+        page = [(i, s) for i, s in page if s >= threshold]
+    return page
