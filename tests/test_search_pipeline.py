@@ -169,7 +169,7 @@ def test_lower_thresholds_only_merge_and_max_groups_caps(planted):
         assert any(set(group.ids) <= set(other.ids) for other in loose.groups)
     capped = planted.duplicates(threshold=0.99, max_groups=1)
     assert len(capped.groups) == 1 and capped.total_groups == 3
-    vectors = planted.collection.vectors()
+    vectors = planted.collection.stored_vectors(np.arange(len(planted.collection)))
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -1)
     paired = {int(i) for i in np.argwhere(sims >= 0.95 - 1e-6).ravel()}
