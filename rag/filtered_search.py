@@ -1,9 +1,11 @@
-"""One page of filtered top-k inside FAISS: IDSelector search, exact search over a small subset, or widening.
+"""One page of filtered top-k inside FAISS: IDSelector search, exact search of HNSW's storage, or widening.
 
 Filtering happens inside the search, never by cutting a fixed top-k afterwards:
 * Flat (exact) indexes search with the filter's IDSelector, so the result is the exact filtered top-k;
-* approximate indexes (HNSW, IVF) score a small passing subset exactly from their stored vectors, and
-  otherwise search with the selector (efSearch / nprobe kept at the index's own settings or higher);
+* HNSW keeps its vectors in a flat storage index: while the passing rows are few enough to score them all
+  (EXACT_SUBSET_MAX_ROWS), that storage is searched with the selector (exact, and faster than walking the graph
+  past the rows the filter rejects); beyond that, HNSW itself searches with the selector;
+* IVF searches with the selector at the index's own nprobe;
 * indexes that take no selector (PQ, OPQ pre-transforms) over-fetch and widen until enough rows pass.
 """
 
@@ -14,8 +16,8 @@ import numpy as np
 
 from .filters import RowFilter
 
-# Approximate indexes: a subset up to this many rows is scored exactly from its stored vectors (fast and exact).
-EXACT_SUBSET_MAX_ROWS = 20_000
+# HNSW: up to this many passing rows are scored exactly in its flat storage (~ the cost of a 200k Flat search).
+EXACT_SUBSET_MAX_ROWS = 200_000
 WIDEN_FACTOR = 4
 # Extra rows fetched past the page, so rows with equal scores (exact duplicates) cannot straddle a page boundary.
 TIE_MARGIN = 8
@@ -40,15 +42,14 @@ def _valid(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return scores[keep], ids[keep]
 
 
-def _subset_search(index: faiss.Index, vector: np.ndarray, ids: np.ndarray, need: int):
-    """Exact top-``need`` over the given rows, from the index's stored vectors; None if it cannot reconstruct."""
-    try:
-        vectors = np.asarray(index.reconstruct_batch(ids), dtype=np.float32)
-    except RuntimeError:
-        return None
-    scores, positions = faiss.knn(vector, vectors, min(need, len(ids)), metric=faiss.METRIC_INNER_PRODUCT)
-    scores, positions = _valid(scores[0], positions[0])
-    return scores, ids[positions]
+def _flat_storage(index: faiss.Index) -> faiss.Index | None:
+    """HNSW's flat storage index (exact vectors), if that is what it keeps."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        storage = faiss.downcast_index(inner.storage)
+        if isinstance(storage, faiss.IndexFlat):
+            return storage
+    return None
 
 
 def _selector_search(index: faiss.Index, vector: np.ndarray, row_filter: RowFilter, need: int):
@@ -82,10 +83,9 @@ def filtered_top(index: faiss.Index, vector: np.ndarray, need: int, row_filter: 
     if row_filter is None:
         return _valid(*(a[0] for a in index.search(vector, need)))
     exact = _is_exact(index)
-    if not exact and row_filter.count <= EXACT_SUBSET_MAX_ROWS:
-        found = _subset_search(index, vector, row_filter.ids, need)
-        if found is not None:
-            return found
+    storage = None if exact else _flat_storage(index)
+    if storage is not None and row_filter.count <= EXACT_SUBSET_MAX_ROWS:
+        index, exact = storage, True
     found = _selector_search(index, vector, row_filter, need)
     if found is not None and (exact or len(found[1]) >= need):
         return found

@@ -140,7 +140,7 @@ def test_exact_duplicate_rows_do_not_straddle_pages():
 
 @pytest.mark.parametrize("factory, force_selector", [("HNSW16,Flat", False), ("HNSW16,Flat", True), ("PQ4x4", False)])
 def test_approximate_indexes_still_return_k_passing_hits(factory, force_selector, monkeypatch):
-    """HNSW scores a small subset exactly (or searches with the selector); PQ takes no selector and widens."""
+    """HNSW searches its flat storage exactly (or the graph with the selector); PQ takes no selector and widens."""
     if force_selector:
         monkeypatch.setattr(filtered_search, "EXACT_SUBSET_MAX_ROWS", 0)
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
