@@ -8,6 +8,7 @@ that pass the filter; examples on the page come from the collection.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -123,6 +124,7 @@ def test_every_endpoint_is_an_mcp_tool_and_search_works_through_it(served):
     assert all(by_name[name].description for name in TOOLS)
     assert not result.isError, result.content
     texts = [c.text for c in result.content if c.type == "text"]
-    data = next(json.loads(t) for t in texts if t.lstrip().startswith("{"))
+    gallery, data = ast.literal_eval(texts[0])  # Gradio's MCP server sends the outputs as one Python literal
     assert len(data["hits"]) == 5 and all(h["metadata"]["photographer"] == "p2" for h in data["hits"])
-    assert "/gradio_api/file=" in texts[0]  # the thumbnails come back as URLs an agent can fetch
+    assert len(gallery) == 5 and all("/gradio_api/file=" in item["image"]["url"] for item in gallery)
+    assert httpx.get(gallery[0]["image"]["url"], timeout=30).headers["content-type"].startswith("image/")

@@ -16,7 +16,7 @@ from .context import DESCRIBE_LIMITS, AppContext
 def describe_handler(ctx: AppContext) -> Callable[..., Any]:
     """The /describe API function (its parameter names are the API's)."""
 
-    def describe(image: str, question: str, k: float, request: gr.Request, progress=gr.Progress()):
+    def describe(image: str, question: str = "", k: float = 5, request: gr.Request = None, progress=gr.Progress()):
         """Describe an image with the captioner, given the captions of its k nearest collection images as context.
 
         Args:

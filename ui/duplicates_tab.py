@@ -21,7 +21,7 @@ THUMB_STYLE = "height:96px;width:auto;border-radius:4px;border:1px solid #ccc"
 def duplicates_handler(ctx: AppContext) -> Callable[..., Any]:
     """The /duplicates API function; its parameter names are the API's (a public contract)."""
 
-    def duplicates(threshold: float, max_groups: float, request: gr.Request):
+    def duplicates(threshold: float = 0.95, max_groups: float = 20, request: gr.Request = None):
         """Find groups of near-duplicate images in the collection (exact copies, resized or re-compressed versions).
 
         Args:

@@ -48,8 +48,8 @@ def ranked(hits: list, offset: int) -> list[dict[str, Any]]:
 def search_handler(ctx: AppContext) -> Callable[..., Any]:
     """The /search API function; its parameter names are the API's (a public contract)."""
 
-    def search(query: str, image: str | None, image_weight: float, k: float, offset: float, threshold: float,
-               filters: str, request: gr.Request):
+    def search(query: str = "", image: str | None = None, image_weight: float = 1.0, k: float = 10, offset: float = 0,
+               threshold: float = 0, filters: str = "", request: gr.Request = None):
         """Search the image collection with weighted text terms, collection rows, an optional image and filters.
 
         Args:

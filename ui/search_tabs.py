@@ -38,7 +38,7 @@ class SearchHandlers:
 def search_handlers(ctx: AppContext) -> SearchHandlers:
     """The API functions; their parameter names are the API's (a public contract)."""
 
-    def search_text(query: str, k: float, request: gr.Request):
+    def search_text(query: str, k: float = 10, request: gr.Request = None):
         """Images of the collection best matching a text query (any language the text encoder reads).
 
         Args:
@@ -50,7 +50,7 @@ def search_handlers(ctx: AppContext) -> SearchHandlers:
         hits = ctx.pipeline_for(request).search_text(query, k)
         return gallery_items(hits), {"query": query, "k": int(k), "hits": hits_json(hits)}
 
-    def search_image(image: str, k: float, request: gr.Request, progress=gr.Progress()):
+    def search_image(image: str, k: float = 10, request: gr.Request = None, progress=gr.Progress()):
         """Images of the collection most similar to a given image.
 
         Args:
@@ -63,7 +63,7 @@ def search_handlers(ctx: AppContext) -> SearchHandlers:
         hits = ctx.pipeline_for(request).search_image(image, k)
         return gallery_items(hits), {"k": int(k), "hits": hits_json(hits)}
 
-    def similar_to(row_id: float, k: float, request: gr.Request):
+    def similar_to(row_id: float, k: float = 10, request: gr.Request = None):
         """More like this: the images nearest to a collection row (the row itself excluded).
 
         Args:
