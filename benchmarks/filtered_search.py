@@ -5,7 +5,7 @@ time through rag.filtered_search.search_page (what Pipeline.search runs). Flat a
 construction: recall is checked, not assumed), the `auto` index (HNSW32) at --hnsw-size. Then the duplicate
 groups of a --flat-size collection with 1% planted near-copies (rag.duplicates.find_duplicates).
 
-Usage: python -m benchmarks.filtered_search [--flat-size 70000] [--hnsw-size 1000000] [--queries 50]
+Usage: python -m benchmarks.filtered_search [--flat-size 70000] [--hnsw-size 1000000] [--queries 50] [--no-duplicates]
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def brute_top(vectors: np.ndarray, query: np.ndarray, mask: np.ndarray | None) -
     return set(ids[np.argsort(-scores)[:K]].tolist())
 
 
-def path_taken(index, row_filter: RowFilter | None) -> str:
-    """Which strategy filtered_search picks for this index and filter (for the table)."""
+def path_taken(index, row_filter: RowFilter | None, flip: bool = False) -> str:
+    """Which strategy filtered_search picks for this index and filter (for the table); ``flip``: the other one."""
     if row_filter is None:
         return "plain search"
     if isinstance(faiss.downcast_index(index), faiss.IndexFlat):
         return "IDSelector (exact)"
-    if row_filter.count <= filtered_search.EXACT_SUBSET_MAX_ROWS:
+    if filtered_search.use_exact_subset(row_filter.count, index.ntotal) != flip:
         return "IDSelector on HNSW's flat storage (exact)"
     return "IDSelector in HNSW"
 
@@ -72,14 +72,15 @@ def run_index(name: str, vectors: np.ndarray, factory: str, queries: np.ndarray,
         result = measure(index, vectors, queries, row_filter, repeat)
         rows.append({"index": name, "rows": len(vectors), "filter passes": f"{share:.1%} ({row_filter.count:,})",
                      **result, "vs unfiltered": result["p50_ms"] / base["p50_ms"]})
-        if forced and row_filter.count <= filtered_search.EXACT_SUBSET_MAX_ROWS:
-            saved, filtered_search.EXACT_SUBSET_MAX_ROWS = filtered_search.EXACT_SUBSET_MAX_ROWS, 0
+        if forced:  # the other strategy, for comparison
+            chosen = filtered_search.use_exact_subset
+            filtered_search.use_exact_subset = lambda passing, total: not chosen(passing, total)
             try:
                 result = measure(index, vectors, queries, row_filter, repeat)
             finally:
-                filtered_search.EXACT_SUBSET_MAX_ROWS = saved
-            rows.append({"index": name, "rows": len(vectors), "filter passes": f"{share:.1%} (selector forced)",
-                         **result, "path": "IDSelector in HNSW (for comparison)",
+                filtered_search.use_exact_subset = chosen
+            rows.append({"index": name, "rows": len(vectors), "filter passes": f"{share:.1%} (other path)",
+                         **result, "path": path_taken(index, row_filter, flip=True) + " (not chosen)",
                          "vs unfiltered": result["p50_ms"] / base["p50_ms"]})
     return rows
 
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--hnsw-size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=100)
+    parser.add_argument("--no-duplicates", action="store_true", help="skip the near-duplicate timing")
     args = parser.parse_args()
     rows = []
     for size, factory in ((args.flat_size, "Flat"), (args.hnsw_size, "HNSW32,Flat")):
@@ -115,6 +117,8 @@ def main() -> None:
     columns = ["index", "rows", "filter passes", "path", "p50_ms", "p95_ms", "vs unfiltered", "recall@10"]
     report("filtered_search", "Filtered search (k = 10, one query at a time)", rows, columns,
            extra={"auto_factory_1M": auto_factory(1_000_000, 512)})
+    if args.no_duplicates:
+        return
     report("duplicates", "Near-duplicate groups (Flat, range search, threshold 0.95)", [duplicates_row(args.flat_size)],
            ["rows", "threshold", "planted copies", "pairs", "groups", "seconds"])
 

@@ -142,7 +142,7 @@ def test_exact_duplicate_rows_do_not_straddle_pages():
 def test_approximate_indexes_still_return_k_passing_hits(factory, force_selector, monkeypatch):
     """HNSW searches its flat storage exactly (or the graph with the selector); PQ takes no selector and widens."""
     if force_selector:
-        monkeypatch.setattr(filtered_search, "EXACT_SUBSET_MAX_ROWS", 0)
+        monkeypatch.setattr(filtered_search, "use_exact_subset", lambda passing, total: False)
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
     index.train(VECTORS)
     index.add(VECTORS)
