@@ -128,3 +128,12 @@ def test_every_endpoint_is_an_mcp_tool_and_search_works_through_it(served):
     assert len(data["hits"]) == 5 and all(h["metadata"]["photographer"] == "p2" for h in data["hits"])
     assert len(gallery) == 5 and all("/gradio_api/file=" in item["image"]["url"] for item in gallery)
     assert httpx.get(gallery[0]["image"]["url"], timeout=30).headers["content-type"].startswith("image/")
+
+
+def test_filter_controls_write_the_json_that_search_takes():
+    from ui.filter_controls import filters_json
+
+    assert json.loads(filters_json(["dog"], "year", "min", "2000")) == {"label": ["dog"], "year": {"min": 2000}}
+    assert json.loads(filters_json([], "photographer", "in", "p0, p1")) == {"photographer": {"in": ["p0", "p1"]}}
+    assert json.loads(filters_json(None, "source", "contains", "2000")) == {"source": {"contains": "2000"}}
+    assert filters_json(None, None, "contains", "") == "" and filters_json([], "year", "min", "  ") == ""

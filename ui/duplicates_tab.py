@@ -10,6 +10,7 @@ from urllib.parse import quote
 import gradio as gr
 
 from rag.duplicates import MAX_GROUPS
+from rag.pipeline import Pipeline
 
 from .context import SEARCH_LIMITS, AppContext
 from .search_tab import passthrough_slider
@@ -43,12 +44,11 @@ def duplicates_handler(ctx: AppContext) -> Callable[..., Any]:
     return ctx.guard(duplicates)
 
 
-def groups_html(ctx: AppContext, result: dict | None) -> str:
+def groups_html(pipeline: Pipeline, result: dict | None) -> str:
     """One row of thumbnails per group, with the group's weakest pair score (served from the thumbnail cache)."""
     groups = (result or {}).get("groups") or []
     if not groups:
         return "<p>No near-duplicates at this threshold.</p>" if result else ""
-    pipeline = ctx.pipeline
     parts = [f"<p>{result['total_groups']:,} groups from {result['pairs']:,} pairs ({result['seconds']:.2f} s).</p>"]
     for number, group in enumerate(groups, 1):
         images = []
@@ -63,6 +63,15 @@ def groups_html(ctx: AppContext, result: dict | None) -> str:
             f"{', '.join('#' + str(i) for i in group['ids'])}</b>{''.join(images)}</div>"
         )
     return "".join(parts)
+
+
+def render_handler(ctx: AppContext) -> Callable[..., Any]:
+    """The private event that draws the groups of the request's collection."""
+
+    def render(found: dict | None, request: gr.Request) -> str:
+        return groups_html(ctx.pipeline_for(request), found)
+
+    return ctx.guard(render)
 
 
 def duplicates_tab(ctx: AppContext) -> None:
@@ -80,5 +89,5 @@ def duplicates_tab(ctx: AppContext) -> None:
             result = gr.JSON(label="result")
         button.click(duplicates_handler(ctx), [threshold, max_groups], result, api_name="duplicates",
                      **SEARCH_LIMITS).then(
-            ctx.guard(lambda found: groups_html(ctx, found)), result, groups, api_visibility="private", queue=False,
+            render_handler(ctx), result, groups, api_visibility="private", queue=False,
         )
