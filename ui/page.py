@@ -32,8 +32,8 @@ def info_handler(ctx: AppContext):
     """The /info API function."""
 
     def info(request: gr.Request) -> dict:
-        """What this Space serves (to this session): collection, revision, rows, embedding model, text model, index, captioner, and the
-        metadata columns that /search filters can name.
+        """What this Space serves (to this session): collection, revision, rows, models, index, captioner, and
+        the metadata columns that /search filters can name.
 
         Returns:
             {"ok", "collection", "revision", "rows", "embedding_model", "text_model", "dim", "index", "captioner", "columns", ...}, or {"ok": false, "error"} when the Space could not start.
