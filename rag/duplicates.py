@@ -20,6 +20,8 @@ from .errors import InvalidInput
 BLOCK_ROWS = 2048
 MAX_PAIRS = 5_000_000
 MAX_GROUPS = 500
+# All pairs at 250k x 512-d is ~32 TFLOP: minutes on 2 vCPU. Beyond that the request would hold the Space for too long.
+MAX_DUPLICATE_ROWS = 250_000
 MIN_THRESHOLD = 0.5
 FLOAT_SLACK = 1e-6  # identical vectors can score 0.99999994: "at or above" keeps them at threshold 1
 

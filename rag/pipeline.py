@@ -17,7 +17,7 @@ import numpy as np
 
 from .captioner import Captioner, captioner_label
 from .collection import Collection
-from .duplicates import MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
+from .duplicates import MAX_DUPLICATE_ROWS, MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
 from .duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
 from .encoder import MAX_QUERY_CHARS, Encoder
 from .errors import CaptionerError, InvalidInput, ServiceError
@@ -249,6 +249,11 @@ class Pipeline:
         if threshold not in self._duplicates:
             if len(self._duplicates) >= 4:
                 self._duplicates.pop(next(iter(self._duplicates)))
+            if len(self.collection) > MAX_DUPLICATE_ROWS:
+                raise ServiceError(
+                    f"Near-duplicates are searched over collections of up to {MAX_DUPLICATE_ROWS:,} rows on this hardware "
+                    f"(an all-pairs search); this one has {len(self.collection):,}."
+                )
             if self.collection.stored_vectors([0]) is None:
                 raise ServiceError("This collection's index does not keep its vectors, so duplicates cannot be searched.")
             vectors = lambda start, end: self.collection.stored_vectors(np.arange(start, end))  # noqa: E731

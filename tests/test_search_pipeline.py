@@ -19,7 +19,7 @@ from testkit.shapes import build_shapes, write_shape_folder
 from testkit.tiny_models import make_shape_images
 
 from rag.config import Settings
-from rag.errors import InvalidInput
+from rag.errors import InvalidInput, ServiceError
 from rag.pipeline import Pipeline
 
 
@@ -185,3 +185,11 @@ def test_bad_duplicate_requests_say_why(planted, kwargs, message):
     with pytest.raises(InvalidInput) as error:
         planted.duplicates(**kwargs)
     assert message in str(error.value)
+
+
+def test_duplicates_refuse_collections_too_big_for_an_all_pairs_search(planted, monkeypatch):
+    import rag.pipeline
+
+    monkeypatch.setattr(rag.pipeline, "MAX_DUPLICATE_ROWS", 10)
+    with pytest.raises(ServiceError, match="up to 10 rows on this hardware"):
+        planted.duplicates(threshold=0.97)
