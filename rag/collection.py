@@ -178,6 +178,15 @@ class Collection:
     def index_type(self) -> str:
         return index_type_name(self.index)
 
+    @property
+    def filter_columns(self) -> list[str]:
+        """Columns a search filter may name: label, source, captions and the passed-through ones."""
+        return ["label", "source", "captions", *self._extra_columns]
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One metadata column over all rows, in row order (for filters)."""
+        return self._table.column(name)
+
     def rows(self, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Metadata rows (captions, label, source, generated flag, extra columns) for row ids, in order."""
         ids = [int(i) for i in ids]

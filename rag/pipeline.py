@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -17,10 +17,16 @@ import numpy as np
 
 from .captioner import Captioner, captioner_label
 from .collection import Collection
+from .duplicates import MAX_DUPLICATE_ROWS, MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
+from .duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
 from .encoder import MAX_QUERY_CHARS, Encoder
-from .errors import CaptionerError, InvalidInput
+from .errors import CaptionerError, InvalidInput, ServiceError
+from .filtered_search import search_page
+from .filters import FilterCache
+from .general_search import SearchResult, check_offset, check_terms, check_threshold, check_weight, query_vector
 from .images import ImageInput, load_image
 from .index import search as index_search
+from .query import Term, parse_query
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -122,6 +128,8 @@ class Pipeline:
     commit: str | None = None
     text_model: str | None = None
     load_seconds: float = 0.0
+    _filters: FilterCache | None = field(default=None, repr=False)
+    _duplicates: dict[float, Duplicates] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(
@@ -202,6 +210,56 @@ class Pipeline:
         k = check_k(k)
         row_id = check_row_id(row_id, len(self.collection))
         return self.search_vectors(self.row_vectors([row_id]), k, exclude=[row_id])[0]
+
+    def search(
+        self, query: str = "", image: ImageInput | None = None, image_weight: float = 1.0, k: int = 10,
+        offset: int = 0, threshold: float | None = None, filters: Any = None,
+    ) -> SearchResult:
+        """The general search: weighted +/- terms (text, #rows) plus an optional image, filtered, paged, cut."""
+        if query is not None and not isinstance(query, str):
+            raise InvalidInput("The query must be text.")
+        if query and len(query) > MAX_QUERY_CHARS:
+            raise InvalidInput(f"The query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,}.")
+        k, offset, threshold = check_k(k), check_offset(offset), check_threshold(threshold)
+        terms = parse_query(query or "")
+        image = image or None
+        if image is not None:
+            terms.append(Term("image", "uploaded image", check_weight(image_weight)))
+        check_terms(terms, len(self.collection))
+        row_filter = self.filter_cache().compile(filters)
+        image_vector = self.encoder.encode_images([load_image(image)]) if image is not None else None
+        vector = query_vector(terms, self.encoder.encode_texts, self.row_vectors, image_vector)
+        page = search_page(self.collection.index, vector, k, offset, row_filter, threshold)
+        return SearchResult(
+            hits=self._hits(page), k=k, offset=offset, terms=terms, threshold=threshold,
+            filters=row_filter.spec if row_filter else {},
+            matching_rows=row_filter.count if row_filter else len(self.collection),
+        )
+
+    def filter_cache(self) -> FilterCache:
+        """Compiled metadata filters over this collection (created on first use)."""
+        if self._filters is None:
+            self._filters = FilterCache(self.collection.column, len(self.collection), self.collection.filter_columns)
+        return self._filters
+
+    def duplicates(self, threshold: float = 0.95, max_groups: int = 50) -> Duplicates:
+        """Groups of near-duplicate rows (cosine >= threshold over the whole collection), largest first."""
+        threshold = check_threshold(0.95 if threshold is None else threshold, MIN_DUPLICATE_THRESHOLD, "threshold")
+        max_groups = check_max_groups(max_groups)
+        if threshold not in self._duplicates:
+            if len(self._duplicates) >= 4:
+                self._duplicates.pop(next(iter(self._duplicates)))
+            if len(self.collection) > MAX_DUPLICATE_ROWS:
+                raise ServiceError(
+                    f"Near-duplicates are searched over collections of up to {MAX_DUPLICATE_ROWS:,} rows on this hardware "
+                    f"(an all-pairs search); this one has {len(self.collection):,}."
+                )
+            if self.collection.stored_vectors([0]) is None:
+                raise ServiceError("This collection's index does not keep its vectors, so duplicates cannot be searched.")
+            vectors = lambda start, end: self.collection.stored_vectors(np.arange(start, end))  # noqa: E731
+            self._duplicates[threshold] = find_duplicates(self.collection.index, vectors, threshold, MAX_GROUPS)
+        found = self._duplicates[threshold]
+        return Duplicates(found.groups[:max_groups], threshold, found.total_groups, found.pairs, found.seconds)
 
     def row_vectors(self, rows: Sequence[int], batch_size: int = 32) -> np.ndarray:
         """Vectors of collection rows: the stored ones, else (IVF-PQ, no direct map) re-encoded thumbnails."""

@@ -16,11 +16,15 @@ from .context import DESCRIBE_LIMITS, AppContext
 def describe_handler(ctx: AppContext) -> Callable[..., Any]:
     """The /describe API function (its parameter names are the API's)."""
 
-    def describe(image: str, question: str, k: float, request: gr.Request, progress=gr.Progress()):
-        """Describe an image with the captions of its k nearest neighbours as context (k = 0: no retrieval).
+    def describe(image: str, question: str = "", k: float = 5, request: gr.Request = None, progress=gr.Progress()):
+        """Describe an image with the captioner, given the captions of its k nearest collection images as context.
 
-        Returns the description, the context gallery, the exact prompt/context given to the captioner and a
-        dict {"text", "captioner", "seconds", "k", "question", "prompt", "context": [hits]}.
+        Args:
+            image: The image to describe (URL or file).
+            question: Optional question about the image, e.g. "what is the dog doing?"; empty for a plain description.
+            k: Context size: how many neighbours' captions the captioner sees, 0 to 20 (0 = plain captioning).
+        Returns:
+            The description, the context thumbnails, the exact prompt given to the captioner, and {"text", "captioner", "seconds", "k", "question", "prompt", "context": [hits]}.
         """
         ctx.require_captioner()
         progress(0, desc="Retrieving neighbours and writing the description")

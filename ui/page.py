@@ -13,6 +13,8 @@ from .build_tab import attach_session_end, build_tab, collection_switch, enable_
 from .components import info_markdown
 from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
 from .describe_tab import describe_tab
+from .duplicates_tab import duplicates_tab
+from .search_tab import search_tab
 from .search_tabs import image_tab, search_handlers, text_tab
 from .theme import CSS, HEAD, space_theme
 
@@ -30,7 +32,12 @@ def info_handler(ctx: AppContext):
     """The /info API function."""
 
     def info(request: gr.Request) -> dict:
-        """What this Space serves (to this session): collection, revision, rows, embedding model, index, captioner."""
+        """What this Space serves (to this session): collection, revision, rows, models, index, captioner, and
+        the metadata columns that /search filters can name.
+
+        Returns:
+            {"ok", "collection", "revision", "rows", "embedding_model", "text_model", "dim", "index", "captioner", "columns", ...}, or {"ok": false, "error"} when the Space could not start.
+        """
         if ctx.startup_error:
             return {"ok": False, "error": ctx.startup_error}
         data = {"ok": True, **ctx.pipeline_for(request).info()}
@@ -64,7 +71,9 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
         with gr.Tabs():
             text_tab(ctx, handlers)
             image_tab(ctx, handlers)
+            search_tab(ctx, handlers)
             describe_tab(ctx)
+            duplicates_tab(ctx)
             build_tab(ctx, switch)
         gr.Markdown(footer(ctx), elem_id="info-footer")
         gr.api(info_handler(ctx), api_name="info", concurrency_limit=None, queue=False)
@@ -84,6 +93,8 @@ def launch(demo: gr.Blocks, **kwargs: Any):
         "css": CSS,
         "head": HEAD,
         "footer_links": ["api", "gradio"],
+        # Every named endpoint is also an MCP tool at /gradio_api/mcp/ (needs the gradio[mcp] extra).
+        "mcp_server": True,
     }
     options.update(kwargs)
     return demo.launch(**options)

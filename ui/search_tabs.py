@@ -21,15 +21,9 @@ from .components import (
     results_panel,
 )
 from .context import SEARCH_LIMITS, AppContext
+from .examples import is_multilingual, text_examples
 from rag.pipeline import MAX_K
 
-TEXT_EXAMPLES = [
-    "a dog running on the beach",
-    "two people riding bicycles on a street",
-    "a child eating ice cream",
-    "kucing mesir",
-    "anjing bermain di pantai",
-]
 
 
 @dataclass
@@ -44,24 +38,40 @@ class SearchHandlers:
 def search_handlers(ctx: AppContext) -> SearchHandlers:
     """The API functions; their parameter names are the API's (a public contract)."""
 
-    def search_text(query: str, k: float, request: gr.Request):
-        """Images best matching a text query (any language the text encoder reads).
+    def search_text(query: str, k: float = 10, request: gr.Request = None):
+        """Images of the collection best matching a text query (any language the text encoder reads).
 
-        Returns the gallery (thumbnail files, "score · caption") and a dict:
-        {"query", "k", "hits": [{"rank", "id", "score", "captions", "label", "metadata", "source", ...}]}.
+        Args:
+            query: What to look for, in words, e.g. "a dog running on the beach".
+            k: Number of results, 1 to 50.
+        Returns:
+            The result thumbnails (with "score · caption"), and {"query", "k", "hits": [{"rank", "id", "score", "captions", "label", "metadata", "source"}]}.
         """
         hits = ctx.pipeline_for(request).search_text(query, k)
         return gallery_items(hits), {"query": query, "k": int(k), "hits": hits_json(hits)}
 
-    def search_image(image: str, k: float, request: gr.Request, progress=gr.Progress()):
-        """Images most similar to an uploaded image. Returns the gallery and {"k", "hits": [...]}."""
+    def search_image(image: str, k: float = 10, request: gr.Request = None, progress=gr.Progress()):
+        """Images of the collection most similar to a given image.
+
+        Args:
+            image: The query image (URL or file).
+            k: Number of results, 1 to 50.
+        Returns:
+            The result thumbnails (with "score · caption"), and {"k", "hits": [{"rank", "id", "score", "captions", "label", "metadata", "source"}]}.
+        """
         progress(0, desc="Reading the image and searching")
         hits = ctx.pipeline_for(request).search_image(image, k)
         return gallery_items(hits), {"k": int(k), "hits": hits_json(hits)}
 
-    def similar_to(row_id: float, k: float, request: gr.Request):
-        """ "More like this": neighbours of a collection row (itself excluded). Returns the gallery and
-        {"row_id", "k", "hits": [...]}."""
+    def similar_to(row_id: float, k: float = 10, request: gr.Request = None):
+        """More like this: the images nearest to a collection row (the row itself excluded).
+
+        Args:
+            row_id: Row id of an image in the collection (the "id" of a hit from another search).
+            k: Number of results, 1 to 50.
+        Returns:
+            The result thumbnails (with "score · caption"), and {"row_id", "k", "hits": [{"rank", "id", "score", "captions", "label", "metadata", "source"}]}.
+        """
         if row_id is None or row_id == "" or (isinstance(row_id, (int, float)) and row_id < 0):
             raise InvalidInput("Select an image in the results first.")
         hits = ctx.pipeline_for(request).similar_to(row_id, k)
@@ -99,7 +109,11 @@ def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
             )
             k = number_slider(1, MAX_K, value=12, label="Number of results (k)", scale=1, min_width=200)
         button = gr.Button("Search", variant="primary", elem_id="search-text-button")
-        gr.Examples([[q] for q in TEXT_EXAMPLES], [query], label="Examples (the last two are Indonesian)")
+        examples = text_examples(ctx.pipeline)
+        if examples:
+            multilingual = ctx.pipeline is not None and is_multilingual(ctx.pipeline)
+            gr.Examples([[q] for q in examples], [query], label="Examples from this collection"
+                        + (" (the last two are Indonesian)" if multilingual else ""))
         panel = results_panel("text")
         wire_more_like_this(panel, handlers.similar_to, k, "similar_to", "text")
         # The button is the API endpoint; pressing Enter runs the same function, privately.
