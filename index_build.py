@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     emb.add_argument("--model-revision", help="revision of --model (recorded in the manifest)")
     emb.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     emb.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    emb.add_argument("--quantize", choices=("int8", "none"), help="--engine local: encode with int8 dynamic "
+                     "quantisation (CPU; ~2x images/s, vectors within cosine 0.99 of fp32; recorded in the manifest); "
+                     "default: none on CPU, fp16 on CUDA")
     emb.add_argument("--workers", type=int, default=2, help="--engine local: threads decoding images while the model "
                      "runs; --engine ray: model replicas, one Ray actor each (default: 2)")
     emb.add_argument("--caption-missing", action="store_true", help="caption rows that have none with a captioner")
@@ -174,15 +177,17 @@ def _build_local(args: argparse.Namespace, source, token: str | None):
     """Today's builder: decode threads and one model in this process."""
     from rag.captioner import load_captioner
     from rag.encoder import Encoder
+    from rag.quantize import quantize_for_build
 
     encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
+    quantized = quantize_for_build(encoder, args.quantize)
     captioner = (
         load_captioner("git", args.captioner_model, encoder, device=args.device, token=token)
         if args.caption_missing else None
     )
     options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
                            chunk_rows=args.chunk_rows, progress=not args.no_progress,
-                           caption_missing=args.caption_missing)
+                           caption_missing=args.caption_missing, quantize=quantized)
     return build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner,
                             overwrite=args.overwrite)
 

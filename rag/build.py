@@ -60,6 +60,7 @@ class BuildOptions:
     chunk_rows: int = 1024
     progress: bool = True
     caption_missing: bool = False
+    quantize: str = "none"  # the encoder conversion in effect (rag.quantize): recorded in the manifest
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _fingerprint(source: Source, encoder: Encoder, options: BuildOptions, captio
         "caption_missing": bool(options.caption_missing),
         "captioner": getattr(captioner, "model_id", None),
         "chunk_rows": options.chunk_rows,
+        "quantize": options.quantize,
     }
 
 
@@ -261,6 +263,7 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 2),
             "batch_size": options.batch_size,
+            "quantize": options.quantize,
         },
     )
     seal_collection(partial, index, manifest)

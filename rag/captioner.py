@@ -47,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GIT_BEAMS = 5
+GIT_CONTEXT_BEAMS = 3  # with retrieved captions in the pool, fewer beams (benchmarks/describe_speed.py)
 GIT_MAX_NEW_TOKENS = 30
 CONSENSUS_WEIGHT = 0.5
 
@@ -104,7 +105,8 @@ class GitCaptioner:
         self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
     ) -> CaptionResult:
         """Best of GIT's beams and the neighbours' captions, by CLIP similarity to the image plus consensus."""
-        beams = [c for c in dict.fromkeys(self._generate([image], GIT_BEAMS, question)[0]) if c]
+        count = GIT_CONTEXT_BEAMS if context else GIT_BEAMS
+        beams = [c for c in dict.fromkeys(self._generate([image], count, question)[0]) if c]
         if not context:
             text = beams[0] if beams else ""
             return CaptionResult(text, f"GIT ({self.model_id}), no retrieved context: best of {GIT_BEAMS} beams.")

@@ -9,6 +9,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 CAPTIONER_CHOICES = ("auto", "git", "qwen2-vl")
+QUANTIZE_CHOICES = ("auto", "int8", "none")
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/clip-ViT-B-32"
 DEFAULT_CAPTIONER_MODELS = {"git": "microsoft/git-base-coco", "qwen2-vl": "Qwen/Qwen2-VL-2B-Instruct"}
 
@@ -34,6 +35,14 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
     if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}, not {number}")
     return number
+
+
+def parse_quantize(value: str | None) -> str:
+    """A ``RAG_QUANTIZE`` / ``--quantize`` value, lower-cased; empty means ``auto``."""
+    mode = (value or "auto").strip().lower() or "auto"
+    if mode not in QUANTIZE_CHOICES:
+        raise ConfigError(f"RAG_QUANTIZE must be one of {', '.join(QUANTIZE_CHOICES)}, not {value!r}")
+    return mode
 
 
 def default_cache_dir() -> Path:
@@ -66,6 +75,7 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str | None = None
+    quantize: str = "auto"  # RAG_QUANTIZE (rag.quantize)
     cache_max_gb: float = 2.0
     # In-Space builds (issue 11): caps sized for CPU basic (2 vCPU, 16 GB RAM, 50 GB ephemeral disk).
     build_max_images: int = 2000
@@ -81,6 +91,7 @@ class Settings:
         captioner = (_env("RAG_CAPTIONER") or "auto").lower()
         if captioner not in CAPTIONER_CHOICES:
             raise ConfigError(f"RAG_CAPTIONER must be one of {', '.join(CAPTIONER_CHOICES)}, not {captioner!r}")
+        quantize = parse_quantize(_env("RAG_QUANTIZE"))
         return cls(
             collection=_env("RAG_COLLECTION"),
             revision=_env("RAG_REVISION"),
@@ -90,6 +101,7 @@ class Settings:
             hf_token=hf_token(),
             cache_dir=default_cache_dir(),
             device=_env("RAG_DEVICE"),
+            quantize=quantize,
             cache_max_gb=_positive_float("RAG_CACHE_MAX_GB", 2.0),
             build_max_images=_int_env("RAG_BUILD_MAX_IMAGES", 2000),
             build_max_mb=_int_env("RAG_BUILD_MAX_MB", 200),

@@ -6,6 +6,7 @@ Every user-facing failure is an InvalidInput (bad request) or RagError (service 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -22,10 +23,10 @@ from .duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
 from .encoder import MAX_QUERY_CHARS, Encoder
 from .errors import CaptionerError, InvalidInput, ServiceError
 from .filtered_search import search_page
+from .flat_search import Searcher, make_searcher
 from .filters import FilterCache
 from .general_search import SearchResult, check_offset, check_terms, check_threshold, check_weight, query_vector
 from .images import ImageInput, load_image
-from .index import search as index_search
 from .query import Term, parse_query
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_K = 50
 MAX_CONTEXT_K = 20
 MAX_QUESTION_CHARS = 500
+QUERY_CACHE_SIZE = 256  # text query vectors kept (the examples are clicked again and again)
 
 
 @dataclass
@@ -130,6 +132,13 @@ class Pipeline:
     load_seconds: float = 0.0
     _filters: FilterCache | None = field(default=None, repr=False)
     _duplicates: dict[float, Duplicates] = field(default_factory=dict, repr=False)
+    quantize: str = "none"  # the text encoder's conversion in effect (rag.quantize)
+    searcher: Searcher | None = field(default=None, repr=False)  # kept by with_captioner: built once per collection
+
+    def __post_init__(self) -> None:
+        if self.searcher is None:
+            self.searcher = make_searcher(self.collection.index)
+        self._query_vector = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(self._encode_query)
 
     @classmethod
     def from_settings(
@@ -157,7 +166,7 @@ class Pipeline:
         ``exclude_each[i]`` drops one id (e.g. the query's own row) for query i only. No rows are read."""
         excluded = {int(i) for i in exclude}
         extra = len(excluded) + (exclude_each is not None)
-        scores, ids = index_search(self.collection.index, vectors, k + extra)
+        scores, ids = self.searcher.search(vectors, k + extra)
         out_scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
         out_ids = np.full((len(ids), k), -1, dtype=np.int64)
         for q, (row_scores, row_ids) in enumerate(zip(scores, ids)):
@@ -195,7 +204,16 @@ class Pipeline:
         """Images best matching a text query (any language the text encoder reads)."""
         query = check_query(query)
         k = check_k(k)
-        return self.search_vectors(self.encoder.encode_texts([query]), k)[0]
+        return self.search_vectors(self._query_vector(query), k)[0]
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        vector = self.encoder.encode_texts([query])
+        vector.setflags(write=False)  # shared by every later call with the same query
+        return vector
+
+    def query_cache_info(self) -> Any:
+        """Hits/misses/size of the text query vector cache (``functools.lru_cache`` statistics)."""
+        return self._query_vector.cache_info()
 
     def search_image(self, image: ImageInput, k: int = 10) -> list[Hit]:
         """Images most similar to an uploaded image."""
@@ -317,6 +335,7 @@ class Pipeline:
             "caption_source": manifest.caption_source,
             "captioner": captioner_label(self.captioner) if self.captioner else None,
             "device": self.encoder.device,
+            "quantize": self.quantize,
             "captioner_device": getattr(self.captioner, "device", None),
             "built": manifest.build.get("time"),
             "skipped_at_build": manifest.skipped.get("count", 0),

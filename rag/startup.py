@@ -27,6 +27,7 @@ from .errors import (
 )
 from .hub import looks_like_repo_id, resolve_collection, snapshot_commit
 from .pipeline import Pipeline
+from .quantize import quantize_captioner, quantize_encoder
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def open_pipeline(
                  settings.revision or "main")
     status(f"loading embedding model {collection.manifest.model_id}")
     encoder = load_encoder(collection, settings)
+    quantized = quantize_encoder(encoder, settings.quantize, towers=("text",))  # RAG_QUANTIZE, fidelity-checked
     captioner = load_captioner_for(settings, encoder, status) if with_captioner else None
     return Pipeline(
         collection=collection,
@@ -125,15 +127,18 @@ def open_pipeline(
         commit=commit,
         text_model=settings.text_model,
         load_seconds=time.perf_counter() - started,
+        quantize=quantized.mode,
     )
 
 
 def load_captioner_for(settings: Settings, encoder: Encoder, status: Callable[[str], None] = log.info) -> Captioner:
     """The captioner the settings ask for (``auto`` resolved by hardware), sharing the pipeline's encoder."""
     status(f"loading captioner ({settings.captioner})")
-    return load_captioner(
+    captioner = load_captioner(
         settings.captioner, settings.captioner_model, encoder, device=settings.device, token=settings.hf_token
     )
+    quantize_captioner(captioner, settings.quantize)  # int8 GIT on CPU under RAG_QUANTIZE=auto|int8
+    return captioner
 
 
 def load_pipeline(settings: Settings | None = None) -> tuple[Pipeline | StartupError, str | None]:

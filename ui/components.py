@@ -80,6 +80,7 @@ def info_markdown(info: dict[str, Any]) -> str:
         + (f" (text: `{text_model}`)" if text_model and text_model != info.get("embedding_model") else "")
         + f" · **index:** {markdown_text(info['index'])} · **captioner:** {markdown_text(captioner)}"
         + f" · device: {info['device']}"
+        + (f" · quantize: {info['quantize']}" if info.get("quantize") else "")
     )
 
 

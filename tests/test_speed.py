@@ -1,0 +1,192 @@
+"""Issue 13: RAG_QUANTIZE, quantised encoders with a fidelity check, the query cache, fast exact Flat search,
+and ``index_build.py --quantize`` recorded in the manifest. Speed itself is measured in benchmarks/, not here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from testkit.shapes import build_shapes, write_shape_folder
+
+import index_build
+from rag import quantize
+from rag.config import Settings
+from rag.encoder import Encoder
+from rag.errors import ConfigError
+from rag.flat_search import HalfFlatSearcher, IndexSearcher, make_searcher
+from rag.index import build_index, load_index, save_index
+from rag.pipeline import Pipeline
+
+QUERIES = ["red circle", "a photo of a blue square", "yellow triangle", "green", "a large red square"]
+
+
+def _quantised_linears(module) -> int:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return sum(isinstance(m, DynamicLinear) for m in module.modules())
+
+
+@pytest.fixture(scope="module")
+def shapes_collection(tiny_clip_dir, tmp_path_factory) -> Path:
+    folder = write_shape_folder(tmp_path_factory.mktemp("speed-src") / "shapes", n=48)
+    return build_shapes(folder, tmp_path_factory.mktemp("speed-col") / "collection", tiny_clip_dir)
+
+
+# -- RAG_QUANTIZE ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [(None, "auto"), ("", "auto"), ("INT8", "int8"), (" none ", "none"), ("auto", "auto")])
+def test_rag_quantize_is_read_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("RAG_QUANTIZE", raising=False)
+    else:
+        monkeypatch.setenv("RAG_QUANTIZE", value)
+    assert Settings.from_env().quantize == expected
+
+
+def test_unknown_rag_quantize_is_refused_with_the_choices(monkeypatch):
+    monkeypatch.setenv("RAG_QUANTIZE", "int4")
+    with pytest.raises(ConfigError, match="auto, int8, none"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize("requested, device, mode", [
+    ("auto", "cpu", "int8"), ("auto", "cuda", "fp16"), ("auto", "cuda:1", "fp16"), ("int8", "cpu", "int8"),
+    ("int8", "cuda", "fp16"), ("none", "cpu", "none"), ("none", "cuda", "none"), ("auto", "mps", "none"),
+])
+def test_auto_means_int8_on_cpu_and_fp16_on_cuda(requested, device, mode):
+    assert quantize.resolve_mode(requested, device) == mode
+
+
+# -- quantised encoder ---------------------------------------------------------------------------------
+
+
+def test_int8_text_tower_stays_faithful_to_fp32(tiny_clip_dir):
+    encoder = Encoder(tiny_clip_dir)
+    reference = encoder.encode_texts(QUERIES)
+    images = quantize.probe_images()
+    image_reference = encoder.encode_images(images)
+    result = quantize.quantize_encoder(encoder, "int8")
+    assert result.mode == "int8" and result.towers == ("text",) and result.min_cosine >= quantize.MIN_COSINE
+    assert _quantised_linears(encoder.model) > 0
+    assert np.min(np.sum(encoder.encode_texts(QUERIES) * reference, axis=1)) >= quantize.MIN_COSINE
+    # only the text tower was converted: image vectors are bit for bit the fp32 ones
+    np.testing.assert_array_equal(encoder.encode_images(images), image_reference)
+
+
+def test_low_fidelity_falls_back_to_fp32_and_says_why(tiny_clip_dir, monkeypatch, caplog):
+    encoder = Encoder(tiny_clip_dir)
+    reference = encoder.encode_texts(QUERIES)
+    monkeypatch.setattr(quantize, "fidelity", lambda a, b: 0.5)
+    with caplog.at_level(logging.WARNING, logger="rag.quantize"):
+        result = quantize.quantize_encoder(encoder, "int8", towers=("text", "image"))
+    assert result.mode == "none" and result.min_cosine == 0.5
+    assert "0.5000" in result.reason and "below 0.99" in caplog.text
+    assert _quantised_linears(encoder.model) == 0
+    np.testing.assert_array_equal(encoder.encode_texts(QUERIES), reference)
+
+
+def test_pipeline_info_shows_the_mode_in_effect(shapes_collection, tmp_path, monkeypatch):
+    pipeline = Pipeline.from_settings(
+        Settings(cache_dir=tmp_path, quantize="none"), collection_dir=shapes_collection, with_captioner=False
+    )
+    assert pipeline.info()["quantize"] == "none"
+    monkeypatch.setattr(quantize, "fidelity", lambda a, b: 0.0)
+    fallback = Pipeline.from_settings(Settings(cache_dir=tmp_path), collection_dir=shapes_collection, with_captioner=False)
+    assert fallback.info()["quantize"] == "none"
+    monkeypatch.undo()
+    auto = Pipeline.from_settings(Settings(cache_dir=tmp_path), collection_dir=shapes_collection, with_captioner=False)
+    assert auto.info()["quantize"] == "int8"
+    assert [h.label for h in auto.search_text("red circle", k=3)] == [h.label for h in pipeline.search_text("red circle", k=3)]
+
+
+# -- query cache ----------------------------------------------------------------------------------------
+
+
+def test_repeated_query_is_encoded_once(shapes_collection, tmp_path, monkeypatch):
+    pipeline = Pipeline.from_settings(
+        Settings(cache_dir=tmp_path, quantize="none"), collection_dir=shapes_collection, with_captioner=False
+    )
+    calls = []
+    original = pipeline.encoder.encode_texts
+    monkeypatch.setattr(pipeline.encoder, "encode_texts", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw))
+    first = pipeline.search_text("red circle", k=5)
+    again = pipeline.search_text("  red   circle ", k=5)  # the same query once whitespace is normalised
+    other = pipeline.search_text("blue square", k=5)
+    assert calls == [["red circle"], ["blue square"]]
+    assert [h.to_dict() for h in again] == [h.to_dict() for h in first] and other != first
+    assert pipeline.query_cache_info().hits == 1
+
+
+# -- fast exact Flat search -----------------------------------------------------------------------------
+
+
+def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 20, n)] + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
+    x[n // 2 : n // 2 + 30] = x[0]  # exact duplicates: ties
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_fast_flat_search_equals_faiss_top_k(tmp_path):
+    x = _vectors(6000, 48, seed=3)
+    save_index(build_index(x, "Flat"), tmp_path / "index.faiss")
+    index = load_index(tmp_path / "index.faiss")  # memory-mapped, as the app loads it
+    searcher = make_searcher(index)
+    assert isinstance(searcher, HalfFlatSearcher)
+    rng = np.random.default_rng(4)
+    queries = x[rng.integers(0, len(x), 60)] + 0.02 * rng.standard_normal((60, 48)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for k in (1, 10, 50):
+        truth_scores, truth_ids = index.search(queries, k)
+        for q in range(len(queries)):
+            scores, ids = searcher.search(queries[q], k)
+            np.testing.assert_allclose(scores[0], truth_scores[q], atol=1e-5)
+            same_score = np.isclose(truth_scores[q][:, None], truth_scores[q][None, :], atol=1e-6)
+            # ids agree except among rows tied on score (the duplicates)
+            assert all(ids[0][i] == truth_ids[q][i] or same_score[i].sum() > 1 for i in range(k))
+    batch_scores, batch_ids = searcher.search(queries, 10)
+    np.testing.assert_array_equal(batch_ids, index.search(queries, 10)[1])
+
+
+def test_fast_flat_search_widens_until_exact():
+    """Many near-equal scores around the k-th place force the candidate set to grow; the answer stays exact."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(32).astype(np.float32)
+    x = base + 3e-3 * np.linalg.norm(base) * rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = build_index(x, "Flat")
+    searcher = HalfFlatSearcher(index)
+    calls = []
+    search_half = searcher.half.search
+    searcher.half.search = lambda q, n: calls.append(n) or search_half(q, n)
+    for row in (7, 100, 2000):
+        scores, ids = searcher.search(x[row], 10)
+        truth_scores, truth_ids = index.search(x[row][None], 10)
+        np.testing.assert_allclose(scores, truth_scores, atol=1e-6)
+        np.testing.assert_array_equal(ids, truth_ids)
+    assert max(calls) > 10 + 16  # scores ~1e-5 apart, under the fp16 error bound: the candidate set grew
+
+
+def test_other_indexes_are_searched_as_they_are():
+    x = _vectors(2000, 16, seed=6)
+    assert isinstance(make_searcher(build_index(x, "HNSW16,Flat")), IndexSearcher)
+
+
+# -- index_build --quantize -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [["--quantize", "int8"], []])
+def test_build_records_quantize_in_the_manifest(tiny_clip_dir, tmp_path, flag):
+    folder = write_shape_folder(tmp_path / "src", n=12)
+    out = tmp_path / "col"
+    code = index_build.main(["--images", str(folder), "--captions", str(folder / "captions.csv"), "--model",
+                             tiny_clip_dir, "--out", str(out), "--no-progress", *flag])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["build"]["quantize"] == ("int8" if flag else "none")
