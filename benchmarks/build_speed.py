@@ -1,4 +1,4 @@
-"""Build throughput: index_build's pipeline vs the bare model forward pass on pre-decoded tensors.
+"""Build throughput: index_build's pipeline vs the bare model forward pass, fp32 and ``--quantize int8``.
 
 A random-weight CLIP of the real ViT-B/32 size (weights do not change the time), a few hundred generated
 500x375 JPEGs (Flickr-sized). Usage: python -m benchmarks.build_speed [--images 320] [--batch-size 32]
@@ -19,6 +19,7 @@ from testkit.tiny_models import make_random_clip_vit_b32
 
 from rag.build import BuildOptions, build_collection
 from rag.encoder import Encoder
+from rag.quantize import quantize_for_build
 from rag.sources import FolderSource
 
 
@@ -68,7 +69,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
+                        "machine other jobs load")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = make_random_clip_vit_b32(tmp / "vit-b32")
@@ -77,6 +84,11 @@ def main() -> None:
         forward = bare_forward(encoder, paths, args.batch_size)
         build = build_throughput(encoder, tmp / "jpegs", tmp / "collection", args.batch_size, args.workers)
         forward_again = bare_forward(encoder, paths, args.batch_size)  # bracket the build: machine drift shows here
+        int8 = Encoder(model_dir)  # converted as index_build.py --quantize int8 does
+        mode = quantize_for_build(int8, "int8")
+        int8_forward = bare_forward(int8, paths, args.batch_size)
+        int8_build = build_throughput(int8, tmp / "jpegs", tmp / "collection-int8", args.batch_size, args.workers)
+        build_again = build_throughput(encoder, tmp / "jpegs", tmp / "collection-again", args.batch_size, args.workers)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     baseline = (forward + forward_again) / 2
     rows = [
@@ -84,10 +96,15 @@ def main() -> None:
         {"stage": "bare forward pass on pre-decoded tensors (after build)", "images_per_s": forward_again,
          "ratio": forward_again / baseline},
         {"stage": f"index_build pipeline ({args.workers} decode threads)", "images_per_s": build, "ratio": build / baseline},
+        {"stage": "index_build pipeline, fp32 again (after the int8 runs)", "images_per_s": build_again,
+         "ratio": build_again / baseline},
+        {"stage": f"bare forward pass, --quantize int8 ({mode})", "images_per_s": int8_forward, "ratio": int8_forward / baseline},
+        {"stage": f"index_build pipeline, --quantize int8 ({mode})", "images_per_s": int8_build, "ratio": int8_build / baseline},
     ]
     report("build", f"Build throughput, random-weight CLIP ViT-B/32, {args.images} JPEGs 500x375, batch {args.batch_size}",
            rows, ["stage", "images_per_s", "ratio"], extra={"peak_rss_mb": peak_mb})
     print(f"peak resident memory: {peak_mb:.0f} MB")
+    print(f"--quantize int8 build: {2 * int8_build / (build + build_again):.2f}x the images/s of the two fp32 builds' mean")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ the end token, so every beam runs to the maximum length: a worst case for the le
 Quality: ``python -m rag.evaluate`` (in-process) on the tiny shapes fixture (tiny trained CLIP and GIT),
 BLEU-4 / ROUGE-L at k = 0 and k = 5 and text->image recall, for the same settings.
 Variants are applied by setting rag.captioner's constants and RAG_QUANTIZE, as the Space would run them.
-Usage: python benchmarks/describe_speed.py [--calls 5] [--sample 24] [--skip-quality]
+Usage: python -m benchmarks.describe_speed [--calls 5] [--sample 24] [--skip-quality]
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import clustered_vectors, report
-from synthetic import write_synthetic_collection
-from tiny_models import make_random_clip_vit_b32, make_shape_images
+from benchmarks.common import clustered_vectors, report
+from benchmarks.synthetic import write_synthetic_collection
+from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
 
 from rag import captioner as captioner_module
 from rag.config import Settings
 from rag.pipeline import Pipeline
-from rag.quantize import quantize_captioner
 
 # name, RAG_QUANTIZE, beams with context, max new tokens
 VARIANTS = [
@@ -101,31 +100,23 @@ def speed(calls: int, work: Path) -> list[dict]:
 
 
 def quality(sample: int, work: Path) -> list[dict]:
-    from shapes import build_shapes, write_shape_folder
-    from tiny_models import make_tiny_clip, make_tiny_git
+    from testkit.shapes import build_shapes, write_shape_folder
+    from testkit.tiny_models import make_tiny_clip, make_tiny_git
 
     from rag import evaluate
 
     clip, git = make_tiny_clip(work / "tiny-clip"), make_tiny_git(work / "tiny-git")
     collection = build_shapes(write_shape_folder(work / "shapes", n=96), work / "shapes-col", clip)
-    original_load = captioner_module.load_captioner
     rows = []
     for name, mode, beams, tokens in VARIANTS:
-        def load(*args, _mode=mode, **kwargs):
-            loaded = original_load(*args, **kwargs)
-            quantize_captioner(loaded, _mode)  # what Pipeline.from_settings does (rag.evaluate loads its own)
-            return loaded
-
         out = work / f"report-{len(rows)}.json"
-        os.environ["RAG_QUANTIZE"] = mode
-        captioner_module.load_captioner = load
+        os.environ["RAG_QUANTIZE"] = mode  # read by rag.evaluate's Settings.from_env; rag.startup applies it
         try:
             with variant(beams, tokens):
                 code = evaluate.main(["--collection", str(collection), "--captioner", "git", "--captioner-model", git,
                                       "--sample", str(sample), "--k", "0,5", "--tasks", "t2i,describe",
                                       "--out", str(out), "--no-progress"])
         finally:
-            captioner_module.load_captioner = original_load
             os.environ.pop("RAG_QUANTIZE", None)
         assert code == 0, f"rag.evaluate failed for {name}"
         results = json.loads(out.read_text())["results"]
@@ -143,7 +134,13 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=24)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
+                        "machine other jobs load")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     load = f"load average {os.getloadavg()[0]:.1f} at start: other agents share this 2-core machine"
     with tempfile.TemporaryDirectory() as tmp:

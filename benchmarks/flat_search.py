@@ -3,7 +3,7 @@
 Generated clustered 512-d unit vectors written with rag.index.save_index and loaded memory-mapped with
 load_index, as the Space loads a collection. k = 10, one query at a time, methods interleaved query by query
 so machine load hits them alike; ratios against NumPy ``X @ q`` (+ argpartition) on the same mmapped vectors.
-Usage: python benchmarks/flat_search.py [--sizes 250000,1000000] [--queries 100]
+Usage: python -m benchmarks.flat_search [--sizes 250000,1000000] [--queries 100]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import clustered_vectors, queries_near, report, rss_mb
+from benchmarks.common import clustered_vectors, queries_near, report, rss_mb
 
 from rag.flat_search import HalfFlatSearcher, flat_vectors, one_thread
 from rag.index import build_index, load_index, save_index

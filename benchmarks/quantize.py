@@ -6,7 +6,7 @@ A random-weight CLIP of the real ViT-B/32 size (weights do not change the time).
 2. fidelity of rag.quantize's int8 towers: min / mean cosine to fp32 over generated texts and images;
 3. ``Pipeline.search_text`` p50 on a 30k-row synthetic Flat collection, fp32 vs RAG_QUANTIZE=auto (int8),
    fresh queries each call (no cache hits), plus a repeated query (cache hit).
-Usage: python benchmarks/quantize.py [--texts 1000] [--images 1000] [--rows 30000] [--calls 30]
+Usage: python -m benchmarks.quantize [--texts 1000] [--images 1000] [--rows 30000] [--calls 30]
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import clustered_vectors, report
-from synthetic import write_synthetic_collection
-from tiny_models import make_random_clip_vit_b32, make_shape_images
+from benchmarks.common import clustered_vectors, report
+from benchmarks.synthetic import write_synthetic_collection
+from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
 
 from rag.config import Settings
 from rag.encoder import Encoder
@@ -186,7 +186,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
+                        "machine other jobs load")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     load = f"load average {os.getloadavg()[0]:.1f} at start: other agents share this 2-core machine"
     with tempfile.TemporaryDirectory() as tmp:
