@@ -16,12 +16,18 @@ FULL = [
     ["build_speed", "--images", "320"],
     ["end_to_end", "--rows", "30000"],
     ["startup", "--sizes", "30000,1000000"],
+    ["flat_search", "--sizes", "250000,1000000"],
+    ["quantize"],
+    ["describe_speed"],
 ]
 QUICK = [
     ["search", "--sizes", "5000", "--queries", "50"],
     ["build_speed", "--images", "64"],
     ["end_to_end", "--rows", "2000", "--queries", "10"],
     ["startup", "--sizes", "5000"],
+    ["flat_search", "--sizes", "20000", "--queries", "20"],
+    ["quantize", "--texts", "50", "--images", "32", "--rows", "2000", "--calls", "5"],
+    ["describe_speed", "--calls", "1", "--sample", "6"],
 ]
 
 
