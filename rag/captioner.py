@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 GIT_BEAMS = 5
 GIT_CONTEXT_BEAMS = 3  # with retrieved captions in the pool, fewer beams (benchmarks/describe_speed.py)
-GIT_MAX_NEW_TOKENS = 30
+GIT_MAX_NEW_TOKENS = 20  # COCO-style captions are ~10-14 tokens; 30 cost 1.5x the time (benchmarks/describe_speed.py)
 CONSENSUS_WEIGHT = 0.5
 
 
