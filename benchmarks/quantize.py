@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--parts", default="ways,fidelity,search", help="which tables: ways,fidelity,search")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
                         "machine other jobs load")
     args = parser.parse_args()
@@ -198,13 +199,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = make_random_clip_vit_b32(work / "vit-b32")
-        report("quantize_ways", f"Text tower, one query, random-weight ViT-B/32, {args.calls} interleaved calls ({load})",
-               candidate_ways(model_dir, args.calls, work), ["way", "p50_ms", "ratio", "min_cosine", "note"])
-        report("quantize_fidelity", "rag.quantize int8 towers vs fp32, random-weight ViT-B/32",
-               fidelity(model_dir, args.texts, args.images),
-               ["inputs", "mode", "min_cosine", "mean_cosine", "probe_min_cosine"])
-        report("quantize_search_text", f"Pipeline.search_text, {args.rows} rows Flat, k=10, {args.calls} calls each ({load})",
-               search_text(model_dir, args.rows, args.calls, work), ["path", "rows", "p50_ms", "ratio"])
+        parts = args.parts.split(",")
+        if "ways" in parts:
+            report("quantize_ways", f"Text tower, one query, random-weight ViT-B/32, {args.calls} interleaved calls ({load})",
+                   candidate_ways(model_dir, args.calls, work), ["way", "p50_ms", "ratio", "min_cosine", "note"])
+        if "fidelity" in parts:
+            report("quantize_fidelity", "rag.quantize int8 towers vs fp32, random-weight ViT-B/32",
+                   fidelity(model_dir, args.texts, args.images),
+                   ["inputs", "mode", "min_cosine", "mean_cosine", "probe_min_cosine"])
+        if "search" in parts:
+            report("quantize_search_text", f"Pipeline.search_text, {args.rows} rows Flat, k=10, {args.calls} calls each ({load})",
+                   search_text(model_dir, args.rows, args.calls, work), ["path", "rows", "p50_ms", "ratio"])
 
 
 if __name__ == "__main__":
