@@ -71,14 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     emb.add_argument("--model-revision", help="revision of --model (recorded in the manifest)")
     emb.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     emb.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    emb.add_argument("--quantize", choices=("int8", "none"), help="--engine local: encode with int8 dynamic "
-                     "quantisation (CPU; ~2x images/s, vectors within cosine 0.99 of fp32; recorded in the manifest); "
-                     "default: none on CPU, fp16 on CUDA")
+    emb.add_argument("--quantize", choices=("int8", "none"), help="int8 encoder (CPU, ~2x img/s); default none, CUDA fp16")
     emb.add_argument("--workers", type=int, default=2, help="--engine local: threads decoding images while the model "
                      "runs; --engine ray: model replicas, one Ray actor each (default: 2)")
     emb.add_argument("--caption-missing", action="store_true", help="caption rows that have none with a captioner")
-    emb.add_argument("--captioner-model", default=DEFAULT_CAPTIONER_MODELS["git"],
-                     help="GIT model for --caption-missing")
+    emb.add_argument("--captioner-model", default=DEFAULT_CAPTIONER_MODELS["git"], help="GIT model for --caption-missing")
 
     _add_engine_args(parser)
     idx = parser.add_argument_group("index and output")
