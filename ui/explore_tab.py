@@ -92,11 +92,12 @@ def explore_tab(ctx: AppContext, handlers: SearchHandlers, searches: Sequence[Re
         k = number_slider(1, MAX_K, value=12, label="Number of results for \"More like this\" (k)")
         wire_more_like_this(panel, handlers.similar_to, k, None, "explore")
 
-    def render(highlight: list[int], already: list[int] | None, request: gr.Request):
+    def render(highlight: list[int], already: list | None, request: gr.Request):
         """The figure when the tab opens (skipped when it already rings these hits); a hint without a map."""
-        if already is not None and already == highlight:
-            return gr.skip(), gr.skip(), already
         pipeline = ctx.pipeline_for(request)
+        key = [pipeline.collection.fingerprint, highlight]  # a switched collection is drawn anew
+        if already == key:
+            return gr.skip(), gr.skip(), already
         try:
             points = pipeline.map_data()
         except MapMissing as exc:
@@ -104,7 +105,7 @@ def explore_tab(ctx: AppContext, handlers: SearchHandlers, searches: Sequence[Re
         hover = None
         if len(points.xy) <= HOVER_CAPTIONS_MAX:
             hover = [c[0] if c else "" for c in pipeline.collection.all_captions()]
-        return gr.update(value=map_figure(points, hover, highlight), visible=True), INTRO, highlight
+        return gr.update(value=map_figure(points, hover, highlight), visible=True), INTRO, key
 
     def select(evt: gr.EventData, request: gr.Request):
         """Points clicked or lassoed on the map fill the results panel."""
