@@ -6,6 +6,7 @@ Examples:
   python index_build.py --dataset royokong/flickr30k_test --split test --limit 1000 --out collections/flickr
   python index_build.py --verify collections/photos
   python index_build.py --images photos/ --out collections/photos --push-to-hub user/photos
+  python index_build.py --add-map collections/photos
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ def _check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--ray-address and --num-gpus need --engine ray")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+
+
+def _map_arguments(parser: argparse.ArgumentParser) -> None:
+    """--map / --no-map, --map-seed and --add-map (the Explore tab's map, rag.map_store)."""
+    group = parser.add_argument_group("map (the Space's Explore tab)")
+    group.add_argument("--map", action=argparse.BooleanOptionalAction, default=True,
+                       help="compute the 2-D map of all rows shown in the Explore tab (default: on)")
+    group.add_argument("--map-seed", type=int, default=42, help="seed of the map layout: same seed, same map (default: 42)")
+    group.add_argument("--add-map", metavar="DIR_OR_REPO", help="add a map to a built collection from its stored "
+                       "vectors (no re-encoding); a folder is updated in place, a Hub repo is copied to --out first "
+                       "(publish the copy with --push-to-hub)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     idx.add_argument("--resume", action="store_true", help="continue an interrupted build of --out from its saved chunks")
     idx.add_argument("--chunk-rows", type=int, default=1024, help="rows per committed chunk / parquet file (default: 1024)")
     idx.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _map_arguments(parser)
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the collection to this dataset repo (created if needed)")
@@ -95,8 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hub.add_argument("--revision", help="branch to push to, or revision to --verify")
     hub.add_argument("--verify", metavar="DIR_OR_REPO", help="check a collection and print a summary; non-zero exit if broken")
     args = parser.parse_args(argv)
+    if args.add_map:
+        return args
     if not args.verify and bool(args.images) == bool(args.dataset):
-        parser.error("give exactly one source: --images DIR or --dataset NAME (or --verify DIR_OR_REPO)")
+        parser.error("give exactly one source: --images DIR or --dataset NAME (or --verify / --add-map DIR_OR_REPO)")
     if not args.verify and not args.out:
         parser.error("--out DIR is required to build")
     _check_engine_args(parser, args)
@@ -133,9 +148,29 @@ def verify(spec: str, revision: str | None, token: str | None) -> str:
         f"skipped inputs  {m.skipped.get('count', 0)}",
         f"source          {m.source.get('kind')}: {m.source.get('name')}",
         f"built           {m.build.get('time')} in {m.build.get('seconds')} s",
+        f"map             {_map_line(m)}",
         f"checksums       {len(m.files)} files verified (sha256)",
     ]
     return "\n".join(lines)
+
+
+def _map_line(manifest) -> str:
+    record = manifest.build.get("map")
+    if "map.parquet" not in manifest.files or not record:
+        return "none (add one with --add-map)"
+    return f"{record.get('method')}, seed {record.get('seed')}, {record.get('seconds')} s"
+
+
+def add_map_command(args: argparse.Namespace, token: str | None) -> int:
+    """--add-map: compute the map from the stored vectors, then optionally push the collection."""
+    from rag.map_store import add_map_to
+
+    target = add_map_to(args.add_map, args.out, args.revision, token, seed=args.map_seed, progress=not args.no_progress)
+    print(f"added map.parquet to {target}")
+    if args.push_to_hub:
+        url = push_collection(target, args.push_to_hub, private=args.private, revision=args.revision, token=token)
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} ({url})")
+    return 0
 
 
 def _size_total(paths: list[Path]) -> str:
@@ -184,7 +219,8 @@ def _build_local(args: argparse.Namespace, source, token: str | None):
     )
     options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
                            chunk_rows=args.chunk_rows, progress=not args.no_progress,
-                           caption_missing=args.caption_missing, quantize=quantized)
+                           caption_missing=args.caption_missing, quantize=quantized, map=args.map,
+                           map_seed=args.map_seed)
     return build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner,
                             overwrite=args.overwrite)
 
@@ -211,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             print(verify(args.verify, args.revision, token))
             return 0
+        if args.add_map:
+            return add_map_command(args, token)
         check_output(Path(args.out), _source_path(args), args.overwrite)  # refuse before loading anything
         source = make_source(args, token)
         print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .build_paths import check_output, move_into_place, partial_dir
 from .build_state import BUILD_STATE, CHUNKS_DIR, Chunks, check_complete, open_partial
-from .collection import Manifest
+from .collection import MAP_FILE, Manifest
 from .collection_writer import seal_collection
 from .encoder import Encoder
 from .errors import CollectionError, InvalidInput, RagError
@@ -61,6 +61,8 @@ class BuildOptions:
     progress: bool = True
     caption_missing: bool = False
     quantize: str = "none"  # the encoder conversion in effect (rag.quantize): recorded in the manifest
+    map: bool = True  # compute the 2-D map (rag.layout) once all vectors are in
+    map_seed: int = 42
 
 
 @dataclass
@@ -266,8 +268,19 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
             "quantize": options.quantize,
         },
     )
+    _write_map(partial, vectors, options, manifest)
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / CHUNKS_DIR)
     (partial / BUILD_STATE).unlink()
     move_into_place(partial, out)
     return manifest
+
+
+def _write_map(partial: Path, vectors: np.ndarray, options: BuildOptions, manifest: Manifest) -> None:
+    """map.parquet for --map (recorded in manifest.build); a stale one from an interrupted run never survives."""
+    from .map_store import store_map
+
+    (partial / MAP_FILE).unlink(missing_ok=True)
+    if options.map:
+        manifest.build["map"] = store_map(partial / MAP_FILE, vectors, seed=options.map_seed, progress=options.progress)
+

@@ -25,6 +25,7 @@ from .index import can_reconstruct, index_type_name, load_index
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
+MAP_FILE = "map.parquet"  # optional 2-D layout (rag.map_store); verified like the rest when listed
 CARD_FILE = "README.md"
 DATA_DIR = "data"
 ROW_GROUP_SIZE = 128
@@ -250,14 +251,15 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_listed_files(manifest: Manifest) -> None:
-    """The manifest lists index.faiss and only files of the format, by relative paths inside the collection."""
+    """The manifest lists index.faiss and only files of the format (shards, the optional map.parquet), by relative
+    paths inside the collection."""
     if not isinstance(manifest.files, dict):
         raise CollectionError(f"{MANIFEST} has no file list.")
     for relative, digest in manifest.files.items():
         path = PurePosixPath(str(relative))
         if path.is_absolute() or ".." in path.parts or "\\" in str(relative) or ":" in str(relative):
             raise CollectionError(f"{MANIFEST} lists a path outside the collection: {str(relative)[:80]!r}.")
-        if relative != INDEX_FILE and not SHARD_NAME.match(str(relative)):
+        if relative not in (INDEX_FILE, MAP_FILE) and not SHARD_NAME.match(str(relative)):
             raise CollectionError(f"{MANIFEST} lists {str(relative)[:80]!r}, which is not a file of this format.")
         if not isinstance(digest, str) or not SHA256.match(digest):
             raise CollectionError(f"{MANIFEST} has no valid sha256 checksum for {relative}.")

@@ -6,7 +6,8 @@
     └── ServiceError            the service cannot serve: configuration, data or models
         ├── ConfigError         a variable's value is not valid (RAG_CAPTIONER=..., RAG_QUANTIZE=...)
         ├── CollectionError     the collection cannot be loaded or built (missing file, checksum, version)
-        │   └── ResumeMismatch  an unfinished build was started with other settings and cannot be resumed
+        │   ├── ResumeMismatch  an unfinished build was started with other settings and cannot be resumed
+        │   └── MapMissing      the collection has no map (Explore tab, /map); says how to add one
         ├── EmbeddingModelError the CLIP / text encoder cannot be loaded or does not fit the collection
         ├── CaptionerError      the captioner cannot be loaded or cannot run
         │   └── GpuUnavailable  ZeroGPU gave no GPU for this call (GpuQuotaExceeded, GpuBusy)
@@ -45,6 +46,10 @@ class CollectionError(ServiceError):
 
 class ResumeMismatch(CollectionError):
     """``--resume`` of an unfinished build that was started with different settings."""
+
+
+class MapMissing(CollectionError):
+    """The collection was built without a map; the message says how to add one (index_build.py --add-map)."""
 
 
 class EmbeddingModelError(ServiceError):

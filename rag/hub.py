@@ -9,10 +9,10 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from .collection import CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, Manifest, verify_files
+from .collection import CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, Manifest, verify_files
 from .errors import CollectionError
 
-COLLECTION_PATTERNS = [MANIFEST, INDEX_FILE, CARD_FILE, f"{DATA_DIR}/metadata-*.parquet"]
+COLLECTION_PATTERNS = [MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, f"{DATA_DIR}/metadata-*.parquet"]
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 

@@ -303,3 +303,46 @@ def mean_words(texts: Sequence[str]) -> float:
     if not texts:
         raise ValueError("no texts")
     return float(np.mean([len((t or "").split()) for t in texts]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Map (2-D layout) quality
+# ----------------------------------------------------------------------------------------------------
+
+
+def knn_label_agreement(points: np.ndarray, labels: Sequence[str], k: int = 10, metric: str = "euclidean") -> float:
+    """Mean fraction of each point's k nearest other points that share its label (1 = perfectly separated)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    points = np.asarray(points, dtype=np.float32)
+    labels = np.asarray(labels, dtype=object)
+    if len(points) != len(labels) or len(points) <= k:
+        raise ValueError(f"need one label per point and more than k={k} points")
+    neighbours = NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors(return_distance=False)
+    return float(np.mean(labels[neighbours] == labels[:, None]))
+
+
+def map_quality(
+    vectors: np.ndarray, xy: np.ndarray, labels: Sequence[str | None], k: int = 10, sample: int = 2000, seed: int = 0
+) -> dict[str, float | int]:
+    """How well a 2-D map keeps neighbourhoods: k-NN label agreement in 2-D vs embedding space, trustworthiness.
+
+    Agreement is computed over the labelled rows (cosine in the embedding space, euclidean on the map);
+    ``trustworthiness`` (scikit-learn, 1 = no false neighbours on the map) on a seeded sample of rows.
+    """
+    from sklearn.manifold import trustworthiness
+
+    vectors, xy = np.asarray(vectors, dtype=np.float32), np.asarray(xy, dtype=np.float32)
+    if len(vectors) != len(xy):
+        raise ValueError("one map point per vector")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(xy), size=min(sample, len(xy)), replace=False))
+    labelled = np.array([i for i in rows if labels[i]], dtype=np.int64)
+    out: dict[str, float | int] = {"rows": int(len(xy)), "sampled": int(len(rows)), "k": k}
+    if len(labelled) > k:
+        chosen = [labels[i] for i in labelled]
+        out["label_agreement_embedding"] = knn_label_agreement(vectors[labelled], chosen, k, metric="cosine")
+        out["label_agreement_map"] = knn_label_agreement(xy[labelled], chosen, k)
+    if len(rows) > 2 * k:
+        out["trustworthiness"] = float(trustworthiness(vectors[rows], xy[rows], n_neighbors=k, metric="cosine"))
+    return out

@@ -31,6 +31,7 @@ from .query import Term, parse_query
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .explore import MapPoints
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,26 @@ class Pipeline:
             captioner=captioner_label(self.captioner),
             seconds=time.perf_counter() - started,
         )
+
+    # -- map (Explore) -------------------------------------------------------------------------------
+
+    def map_data(self) -> "MapPoints":
+        """The collection's map and colour groups (MapMissing when it has none)."""
+        from .explore import map_points
+
+        return map_points(self.collection)
+
+    def map_points(self, limit: Any = None) -> dict[str, Any]:
+        """/map: compact parallel arrays {"ids", "x", "y", "label_ids", "labels"}, all rows or a sample."""
+        from .explore import map_payload
+
+        return map_payload(self.collection, limit)
+
+    def map_rows(self, ids: Any) -> list[dict[str, Any]]:
+        """/map_select: details (and thumbnail files) of the chosen rows, with their map position."""
+        from .explore import map_details
+
+        return map_details(self.collection, ids, self.cache_dir)
 
     def info(self) -> dict[str, Any]:
         """What the footer and /info show: collection, revision, rows, models, index, captioner."""

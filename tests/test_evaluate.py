@@ -66,7 +66,7 @@ def cli_run(shapes, tiny_git_dir, tmp_path_factory):
 def test_report_structure(cli_run, shapes, tiny_clip_dir, tiny_git_dir):
     report, stdout = cli_run
     assert report["schema"] == evaluate.REPORT_SCHEMA
-    assert set(report["results"]) == {"t2i", "i2t", "i2i", "queries", "describe"} and report["skipped"] == {}
+    assert set(report["results"]) == {"t2i", "i2t", "i2i", "queries", "describe", "map"} and report["skipped"] == {}
     settings = report["settings"]
     assert settings["sample"] == 12 and settings["seed"] == 0 and settings["k"] == [0, 1, 5]
     collection = report["collection"]

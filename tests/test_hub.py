@@ -124,8 +124,8 @@ def test_republishing_a_smaller_collection_replaces_files_in_one_verified_commit
     assert ("create_repo", {"repo_id": "me/shapes", "repo_type": "dataset", "private": True, "exist_ok": True}) in fake.calls
     assert any(name == "create_branch" and kw["branch"] == "v2" for name, kw in fake.calls)
     assert sorted(fake.commits[first]) == sorted([".gitattributes", "README.md", "index.faiss", "manifest.json",
-                                                  "data/metadata-00000.parquet", "data/metadata-00001.parquet",
-                                                  "data/metadata-00002.parquet"])
+                                                  "map.parquet", "data/metadata-00000.parquet",
+                                                  "data/metadata-00001.parquet", "data/metadata-00002.parquet"])
     second = hub.push_collection(small, "me/shapes", revision="v2")
     commits = _operations(fake)
     assert len(commits) == 2  # one commit per push: adds and deletes together

@@ -54,7 +54,8 @@ def markdown_text(text: Any) -> str:
 
 def details_markdown(hit: dict[str, Any]) -> str:
     """Everything we know about one result: captions, label, metadata columns, score, source."""
-    lines = [f"### Row {hit['id']} · score {hit['score']:.3f}", ""]
+    score = f" · score {hit['score']:.3f}" if hit.get("score") is not None else ""  # map selections have none
+    lines = [f"### Row {hit['id']}{score}", ""]
     lines.append(f"**Label:** {markdown_text(hit['label']) if hit.get('label') else '—'}  ")
     lines.append(f"**Source:** {markdown_text(hit.get('source') or '—')}  ")
     generated = " (written by the captioner at build time)" if hit.get("captions_generated") else ""

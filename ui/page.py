@@ -15,6 +15,7 @@ from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
 from .describe_tab import describe_tab
 from .duplicates_tab import duplicates_tab
 from .search_tab import search_tab
+from .explore_tab import explore_api, explore_tab
 from .search_tabs import image_tab, search_handlers, text_tab
 from .theme import CSS, HEAD, space_theme
 
@@ -69,14 +70,15 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
         handlers = search_handlers(ctx)
         switch = collection_switch(ctx)
         with gr.Tabs():
-            text_tab(ctx, handlers)
-            image_tab(ctx, handlers)
+            searches = [text_tab(ctx, handlers), image_tab(ctx, handlers)]
             search_tab(ctx, handlers)
             describe_tab(ctx)
             duplicates_tab(ctx)
             build_tab(ctx, switch)
+            explore_tab(ctx, handlers, searches)
         gr.Markdown(footer(ctx), elem_id="info-footer")
         gr.api(info_handler(ctx), api_name="info", concurrency_limit=None, queue=False)
+        explore_api(ctx)
         attach_session_end(demo, ctx)
     demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     _CONTEXTS[demo] = ctx  # launch() reads the folders it may serve from here

@@ -41,3 +41,5 @@ from .truth import GroundTruth
 
 __all__ = ["REPORT_SCHEMA", "TASKS", "GroundTruth", "Task", "evaluate", "main", "parse_args", "read_queries",
            "register", "render_markdown"]
+
+from . import map_task  # noqa: E402,F401 - registers the "map" task

@@ -80,9 +80,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     if "describe" in results:
         lines += describe_table(results["describe"])
+    if "map" in results:
+        lines += map_table(results["map"])
     for task, reason in skipped.items():
         lines.append(f"- skipped {task} ({TASKS[task].title}): {reason}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def map_table(r: dict[str, Any]) -> list[str]:
+    """The map task's line: neighbourhood label agreement on the map vs the embedding space, trustworthiness."""
+    return [
+        f"| map ({r.get('method') or '?'}) | rows sampled | {r['k']}-NN label agreement, map % | "
+        f"same, embedding space % | trustworthiness |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| {r['rows']} rows | {r['sampled']} | {_pct(r.get('label_agreement_map'))} | "
+        f"{_pct(r.get('label_agreement_embedding'))} | {_num(r.get('trustworthiness'))} |",
+        "",
+    ]
 
 
 def describe_table(d: dict[str, Any]) -> list[str]:

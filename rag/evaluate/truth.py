@@ -18,6 +18,7 @@ class GroundTruth:
     generated_caption_rows: int = 0
     label_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     label_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    has_map: bool = False
 
     @classmethod
     def of(cls, collection: Any) -> GroundTruth:
@@ -38,7 +39,8 @@ class GroundTruth:
         lookup = {name: i for i, name in enumerate(names)}
         codes = np.array([lookup[l] if l is not None else -1 for l in labels], dtype=np.int64)
         counts = np.bincount(codes[codes >= 0], minlength=len(names)) if names else np.zeros(0, dtype=np.int64)
-        return cls(n, captions, labels, generated, codes, counts)
+        has_map = "map.parquet" in collection.manifest.files
+        return cls(n, captions, labels, generated, codes, counts, has_map)
 
     @property
     def caption_rows(self) -> np.ndarray:
@@ -65,6 +67,8 @@ class GroundTruth:
                 return "the collection has no labels"
             if not (self.label_counts > 1).any():
                 return "no label occurs on more than one row, so no image has a relevant neighbour"
+        if task == "map" and not self.has_map:
+            return "the collection has no map (add one with index_build.py --add-map DIR_OR_REPO)"
         if task == "queries" and not have_queries:
             return "no --queries file given"
         return None

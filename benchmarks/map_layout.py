@@ -1,0 +1,77 @@
+"""openTSNE vs UMAP for the collection map: seconds, peak memory and neighbourhood quality on N clustered vectors.
+
+``cpu_seconds`` (user + system) is less sensitive than wall seconds to other load on the machine.
+Each method runs in a fresh process (as index_build does), so the time includes imports and numba's
+compilation, and the peak resident memory is that process's own. Usage:
+
+  python -m benchmarks.map_layout [--rows 70000] [--methods tsne,umap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.common import ROOT, report
+
+CLUSTERS = 200
+
+
+def labelled_vectors(n: int, dim: int = 512, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Unit vectors around CLUSTERS random centres (cluster = label), noisy enough that clusters touch."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLUSTERS, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    owner = rng.integers(0, CLUSTERS, n)
+    out = centres[owner] + rng.standard_normal((n, dim)).astype(np.float32) * (1.0 / np.sqrt(dim))
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out, [f"c{i}" for i in owner]
+
+
+def run_one(method: str, rows: int) -> dict:
+    """Child process: time one layout and report peak memory above the data itself."""
+    from rag.layout import compute_layout
+    from rag.metrics import map_quality
+
+    vectors, labels = labelled_vectors(rows)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started, cpu = time.perf_counter(), time.process_time()
+    xy = compute_layout(vectors, method=method, progress=False)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    quality = map_quality(vectors, xy, labels, sample=2000)
+    return {"method": method, "rows": rows, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak,
+            "layout_extra_mb": peak - before, **quality}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=70_000)
+    parser.add_argument("--methods", default="tsne,umap")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.rows)))
+        return
+    results = []
+    for method in args.methods.split(","):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.map_layout", "--one", method, "--rows", str(args.rows)],
+                              cwd=ROOT, capture_output=True, text=True, check=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(results[-1], flush=True)
+    baseline = results[0]["seconds"]
+    for row in results:
+        row["time_vs_first"] = row["seconds"] / baseline
+    report("map_layout", f"Map layout of {args.rows:,} clustered 512-d vectors (PCA to 50, cosine, seeded)", results,
+           ["method", "rows", "seconds", "cpu_seconds", "time_vs_first", "peak_rss_mb", "layout_extra_mb",
+            "label_agreement_embedding", "label_agreement_map", "trustworthiness"])
+
+
+if __name__ == "__main__":
+    main()
