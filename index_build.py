@@ -76,7 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--label-column", help="label column; ClassLabel ints become their names")
     src.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                      help="keep only dataset rows whose COLUMN equals VALUE (repeatable), e.g. split=test")
-    src.add_argument("--limit", type=int, help="take only the first N rows of the source")
+    src.add_argument("--limit", type=int, help="take only the first N rows of the source; a --dataset is then "
+                     "streamed, so only those rows are downloaded")
+    src.add_argument("--streaming", action="store_true", help="stream the --dataset even without --limit "
+                     "(rows are read as they are encoded, nothing is downloaded up front)")
 
     emb = parser.add_argument_group("embedding")
     emb.add_argument("--model", default=DEFAULT_EMBEDDING_MODEL, help=f"sentence-transformers CLIP model (default: {DEFAULT_EMBEDDING_MODEL})")
@@ -186,7 +189,8 @@ def _source_path(args: argparse.Namespace) -> Path | None:
 
 
 def make_source(args: argparse.Namespace, token: str | None):
-    from rag.sources import DatasetSource, FolderSource
+    from rag.dataset_stream import open_dataset_source
+    from rag.sources import FolderSource
 
     if args.images:
         from rag.archives import ArchiveSource, is_archive
@@ -201,8 +205,8 @@ def make_source(args: argparse.Namespace, token: str | None):
             raise RagError(f"--where expects COLUMN=VALUE, got {item!r}")
         where[column] = value
     captions = [c.strip() for c in args.caption_column.split(",")] if args.caption_column else None
-    return DatasetSource(args.dataset, args.config, args.split, args.image_column, captions, args.label_column,
-                         where, args.limit, token)
+    return open_dataset_source(args.dataset, args.config, args.split, args.image_column, captions, args.label_column,
+                               where, args.limit, token, streaming=args.streaming or None)
 
 
 def _build_local(args: argparse.Namespace, source, token: str | None):
@@ -251,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return add_map_command(args, token)
         check_output(Path(args.out), _source_path(args), args.overwrite)  # refuse before loading anything
         source = make_source(args, token)
-        print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)
+        count = f"at most {len(source)}" if getattr(source, "limit", None) else str(len(source) or "an unknown number of")
+        print(f"source: {count} item(s) from {args.images or args.dataset}", file=sys.stderr)
         for entry in getattr(source, "archive_skipped", []):
             print(f"skipped in the archive: {entry['source']}: {entry['reason']}", file=sys.stderr)
         if args.engine == "ray":
