@@ -61,7 +61,7 @@ def _features(kind: str, names: list[str]) -> Any:
     return Features({"image": Image(), "label": ClassLabel(names=names)})
 
 
-def write_hub_layout(folder: Path, splits: dict[str, Any]) -> Path:
+def write_hub_layout(folder: Path, splits: dict[str, Any], shards: int = 1) -> Path:
     """Write ``{split: Dataset}`` as ``push_to_hub`` would: parquet shards under data/ and a README card."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
@@ -71,7 +71,9 @@ def write_hub_layout(folder: Path, splits: dict[str, Any]) -> Path:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     split_dict = SplitDict()
     for split, dataset in splits.items():
-        dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        for shard in range(shards):
+            part = dataset.shard(shards, shard, contiguous=True) if shards > 1 else dataset
+            part.to_parquet(str(folder / "data" / f"{split}-{shard:05d}-of-{shards:05d}.parquet"))
         split_dict.add(SplitInfo(name=split, num_examples=len(dataset)))
     features = next(iter(splits.values())).features
     card_data = DatasetCardData()
