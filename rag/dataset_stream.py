@@ -74,17 +74,22 @@ class StreamingDatasetSource(DatasetSource):
 
     def items(self, start: int = 0) -> Iterator[SourceItem]:
         """Rows from ``start`` on; the committed rows before it are skipped in the stream, not re-encoded."""
-        stream = self.dataset.skip(start) if start else self.dataset
+        rows = iter(self.dataset.skip(start) if start else self.dataset)
         position = start
         try:
-            for row in stream:
+            for row in rows:
                 yield self._item(position, row)
                 position += 1
+                if position == self.limit:  # stop here: asking `.take()` for one more row reads one more row group
+                    break
         except (OSError, ValueError) as exc:
             raise CollectionError(
                 f"Reading dataset {self.name!r} stopped at row {position}: {exc}. Run again with --resume "
                 "to continue from the rows already saved."
             ) from exc
+        finally:
+            # finish the reader now, not at interpreter exit, where pyarrow's scan threads may already be gone
+            getattr(rows, "close", lambda: None)()
         self._read = position
 
     def manifest_entry(self) -> dict[str, Any]:

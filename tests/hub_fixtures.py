@@ -61,8 +61,11 @@ def _features(kind: str, names: list[str]) -> Any:
     return Features({"image": Image(), "label": ClassLabel(names=names)})
 
 
-def write_hub_layout(folder: Path, splits: dict[str, Any], shards: int = 1) -> Path:
-    """Write ``{split: Dataset}`` as ``push_to_hub`` would: parquet shards under data/ and a README card."""
+def write_hub_layout(folder: Path, splits: dict[str, Any], shards: int = 1, row_group_rows: int | None = None) -> Path:
+    """Write ``{split: Dataset}`` as ``push_to_hub`` would: parquet shards under data/ and a README card.
+
+    ``row_group_rows`` sets the parquet row groups (default: `datasets`' own choice, up to 100 MB each).
+    """
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
@@ -73,7 +76,7 @@ def write_hub_layout(folder: Path, splits: dict[str, Any], shards: int = 1) -> P
     for split, dataset in splits.items():
         for shard in range(shards):
             part = dataset.shard(shards, shard, contiguous=True) if shards > 1 else dataset
-            part.to_parquet(str(folder / "data" / f"{split}-{shard:05d}-of-{shards:05d}.parquet"))
+            part.to_parquet(str(folder / "data" / f"{split}-{shard:05d}-of-{shards:05d}.parquet"), batch_size=row_group_rows)
         split_dict.add(SplitInfo(name=split, num_examples=len(dataset)))
     features = next(iter(splits.values())).features
     card_data = DatasetCardData()

@@ -48,10 +48,12 @@ def _build(args: list[str], clip: str) -> int:
     return index_build.main([*args, "--model", clip, "--no-progress", "--batch-size", "4", "--workers", "1"])
 
 
-def test_limit_streams_the_first_rows_without_preparing_the_split(tin, tiny_clip_dir, tmp_path, datasets_cache):
+def test_limit_streams_the_first_rows_without_preparing_the_split(tin, tiny_clip_dir, tmp_path, datasets_cache,
+                                                                   capsys):
     code = _build(["--dataset", str(tin), "--split", "valid", "--label-column", "label", "--limit", "10",
                    "--out", str(tmp_path / "streamed")], tiny_clip_dir)
     assert code == 0
+    assert "source: at most 10 item(s)" in capsys.readouterr().err
     assert _arrow_bytes(datasets_cache) == 0, "a --limit build must not convert the whole split into the cache"
     collection = Collection.open(tmp_path / "streamed")
     expected = [label for _, _, label in make_shape_images(40, seed=3 + 1)[:10]]  # the fixture's valid split
@@ -75,6 +77,17 @@ def test_streaming_flag_and_limit_sizes(tin, datasets_cache):
     assert len(capped) == 40  # "at most": the limit, or the split when it is smaller
     assert len(open_dataset_source(str(tin), split="valid", limit=7)) == 7
     assert [item.position for item in open_dataset_source(str(tin), split="valid", limit=7).items(5)] == [5, 6]
+
+
+def test_streaming_flag_builds_the_whole_split_and_where_filters_the_stream(tin, tiny_clip_dir, tmp_path,
+                                                                            datasets_cache):
+    assert _build(["--dataset", str(tin), "--split", "valid", "--streaming", "--out", str(tmp_path / "all")],
+                  tiny_clip_dir) == 0
+    assert _arrow_bytes(datasets_cache) == 0
+    assert len(Collection.open(tmp_path / "all")) == 40
+    red_circles = open_dataset_source(str(tin), split="valid", label_column="label", where={"label": "0"}, limit=2)
+    assert [item.label for item in red_circles.items()] == ["red circle", "red circle"]
+    assert [item.source for item in red_circles.items()] == ["valid[0]", "valid[1]"]  # positions in the filtered stream
 
 
 def test_saved_to_disk_folder_keeps_the_plain_source(tin, tmp_path, datasets_cache):
