@@ -8,7 +8,7 @@ Bytes are the process's I/O counters (psutil): "read" counts every byte read thr
 cache included (for a Hub id these are the bytes that would be downloaded), "written" is what the datasets
 cache receives (today's path converts the whole split to Arrow before taking any row).
 
-Usage: python benchmarks/streaming.py [--rows 50000] [--limit 1000] [--shards 10] [--row-group-rows N]
+Usage (from the repository root): python -m benchmarks.streaming [--rows 50000] [--limit 1000] [--shards 10] [--row-group-rows N]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, report
+from benchmarks.common import ROOT, report
 from PIL import Image
 
 MEASURE = """
@@ -66,7 +66,7 @@ def generate(rows: int, seed: int = 0):
 
 def write_dataset(dataset, folder: Path, shards: int, row_group_rows: int | None) -> float:
     """The dataset in the Hub's layout, ``shards`` parquet files; returns their size in MB."""
-    from hub_fixtures import write_hub_layout
+    from testkit.hub_fixtures import write_hub_layout
 
     write_hub_layout(folder, {"train": dataset}, shards=shards, row_group_rows=row_group_rows)
     return sum(p.stat().st_size for p in (folder / "data").glob("*.parquet")) / 2**20

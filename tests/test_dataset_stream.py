@@ -12,8 +12,8 @@ import json
 
 import numpy as np
 import pytest
-from hub_fixtures import make_hub_fixture
-from tiny_models import make_shape_images
+from testkit.hub_fixtures import make_hub_fixture
+from testkit.tiny_models import make_shape_images
 
 import index_build
 from rag.build import BuildOptions, build_collection

@@ -7,7 +7,7 @@
   Node with the pinned @gradio/client (tests/js; skipped where node or the package is missing).
 * Every ``python index_build.py ...`` / ``python -m rag.evaluate ...`` line runs, in README order, through the
   real entry points (``runpy``, as ``python`` would) in one working folder, like a user following along. Hub
-  dataset ids are rewritten to local folders with the same schema (tests/hub_fixtures.py); Hub model ids load
+  dataset ids are rewritten to local folders with the same schema (testkit/hub_fixtures.py); Hub model ids load
   tiny models from a pre-filled offline HF cache; pushes land in that cache through a fake at the
   huggingface_hub function boundary, so a later ``--verify you/...`` or ``--collection you/...`` pulls them with
   the real ``snapshot_download``. Unknown flags, datasets or files fail loudly.
@@ -33,11 +33,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hub_fixtures import HUB_DATASETS, make_hub_fixtures
+from testkit.hub_fixtures import HUB_DATASETS, make_hub_fixtures
 from readme_blocks import Block, Command, cli_commands, read_blocks, uses_curl
-from shapes import write_shape_folder
+from testkit.shapes import write_shape_folder
 from test_app import launch_app, shapes_collection
-from tiny_models import make_shape_images
+from testkit.tiny_models import make_shape_images
 
 from rag.build import BuildOptions, build_collection
 from rag.collection import Collection
@@ -168,7 +168,7 @@ class Workspace:
             dataset = argv[argv.index("--dataset") + 1]
             if not (self.root / dataset).exists() and not Path(dataset).exists():
                 pytest.fail(f"README line {command.line} uses dataset {dataset!r}, which has no offline fixture: "
-                            "add its schema to tests/hub_fixtures.py")
+                            "add its schema to testkit/hub_fixtures.py")
         return argv
 
     def _execute(self, command: Command) -> tuple[int, str, str]:

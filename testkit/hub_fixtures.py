@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tiny_models import make_shape_images
+from testkit.tiny_models import make_shape_images
 
 TINY_IMAGENET_CLASSES = 200
 
@@ -99,7 +99,7 @@ def make_hub_fixture(dataset_id: str, folder: Path, rows: int = 24, seed: int = 
     """A local folder with the schema and splits of the Hub dataset ``dataset_id`` (generated shape images)."""
     from datasets import Dataset
 
-    from tiny_models import LABELS
+    from testkit.tiny_models import LABELS
 
     kind, split_names = HUB_DATASETS[dataset_id]
     names = list(LABELS) + [f"n{i:08d}" for i in range(TINY_IMAGENET_CLASSES - len(LABELS))]
