@@ -11,6 +11,7 @@ FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 LANGS = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash", "console": "bash",
          "js": "js", "javascript": "js", "mjs": "js"}
 CLI_PROGRAMS = (("python", "index_build.py"), ("python", "-m", "rag.evaluate"))
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,12 @@ class Block:
 
 @dataclass(frozen=True)
 class Command:
-    """One CLI command of a shell block, continuation lines joined and comments dropped."""
+    """One CLI command of a shell block, continuation lines joined, comments dropped, ``VAR=value`` prefixes apart."""
 
     argv: tuple[str, ...]
     line: int
     text: str
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -75,8 +77,13 @@ def shell_commands(block: Block) -> list[Command]:
         text = (pending + raw).strip()
         pending = ""
         argv = tuple(shlex.split(text, comments=True)) if text else ()
+        env = []
+        while argv and ASSIGNMENT.match(argv[0]):
+            name, _, value = argv[0].partition("=")
+            env.append((name, value))
+            argv = argv[1:]
         if argv:
-            commands.append(Command(argv, first, text))
+            commands.append(Command(argv, first, text, tuple(env)))
     return commands
 
 

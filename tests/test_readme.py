@@ -176,7 +176,9 @@ class Workspace:
         out, err = io.StringIO(), io.StringIO()
         code = 0
         with contextlib.chdir(self.root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                warnings.catch_warnings():
+                warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+            for name, value in command.env:  # `RAG_X=... python index_build.py ...`
+                patch.setenv(name, self.tokens.get(value, value))
             warnings.filterwarnings("ignore", category=RuntimeWarning, module="runpy")
             saved, sys.argv = sys.argv, argv
             try:
