@@ -83,10 +83,17 @@ def _cache_repo(cache: Path, kind: str, repo_id: str, files: Path, revision: str
 
 
 class FakeHub:
-    """Records create_repo / create_branch / upload_folder and puts uploaded files into the offline HF cache."""
+    """Stands in for ``HfApi`` (rag.hub's Hub writer): commits land in the offline HF cache as snapshots, so a later
+    ``snapshot_download`` of the repo (``--verify you/...``, ``--collection you/...``) reads what was pushed."""
 
     def __init__(self, cache: Path) -> None:
-        self.cache, self.calls = cache, []
+        self.cache, self.calls, self.heads = cache, [], {}
+
+    def __call__(self, *args, **kwargs) -> "FakeHub":  # HfApi(token=...)
+        return self
+
+    def _snapshot(self, repo_id: str, commit: str | None) -> Path | None:
+        return self.cache / f"datasets--{repo_id.replace('/', '--')}" / "snapshots" / commit if commit else None
 
     def create_repo(self, repo_id: str, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
@@ -95,34 +102,48 @@ class FakeHub:
     def create_branch(self, repo_id: str, **kwargs):
         self.calls.append(("create_branch", repo_id, kwargs))
 
-    def upload_folder(self, *, repo_id: str, folder_path, repo_type: str | None = None, revision: str | None = None,
-                      allow_patterns=None, **kwargs):
-        from huggingface_hub.utils import filter_repo_objects
+    def dataset_info(self, repo_id: str, revision: str | None = None, **kwargs):
+        return SimpleNamespace(id=repo_id, sha=self.heads.get((repo_id, revision or "main")))
 
-        self.calls.append(("upload_folder", repo_id, {"revision": revision, "allow_patterns": allow_patterns, **kwargs}))
-        folder = Path(folder_path)
-        names = filter_repo_objects([p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()],
-                                    allow_patterns=allow_patterns)
-        staged = self.cache.parent / "upload-staging" / repo_id.replace("/", "--")
+    def list_repo_files(self, repo_id: str, revision: str | None = None, **kwargs) -> list[str]:
+        snapshot = self._snapshot(repo_id, self.heads.get((repo_id, revision or "main"), revision))
+        if not snapshot or not snapshot.is_dir():
+            return []
+        return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+
+    def create_commit(self, repo_id: str, operations, revision: str | None = None, parent_commit: str | None = None,
+                      repo_type: str | None = None, **kwargs):
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        self.calls.append(("create_commit", repo_id, {"revision": revision, "parent_commit": parent_commit, **kwargs}))
+        staged = self.cache.parent / "commit-staging" / repo_id.replace("/", "--")
         shutil.rmtree(staged, ignore_errors=True)
-        for name in names:
-            (staged / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(folder / name, staged / name)
+        parent = self._snapshot(repo_id, parent_commit)
+        if parent and parent.is_dir():
+            shutil.copytree(parent, staged)
+        for op in operations:
+            if isinstance(op, CommitOperationAdd):
+                (staged / op.path_in_repo).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(op.path_or_fileobj, staged / op.path_in_repo)
+            elif isinstance(op, CommitOperationDelete):
+                (staged / op.path_in_repo).unlink(missing_ok=True)
         commit = _cache_repo(self.cache, repo_type or "model", repo_id, staged, revision or "main")
+        self.heads[(repo_id, revision or "main")] = commit
         return SimpleNamespace(oid=commit, commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{commit}")
+
+    def list_repo_tree(self, repo_id: str, revision: str | None = None, **kwargs):
+        snapshot = self._snapshot(repo_id, revision)
+        for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+            yield SimpleNamespace(path=path.relative_to(snapshot).as_posix(), size=path.stat().st_size,
+                                  lfs=SimpleNamespace(sha256=sha256))
 
 
 def _patch_hub(monkeypatch: pytest.MonkeyPatch, fake: FakeHub) -> None:
-    """Replace the Hub write calls where the project makes them (rag.hub's imports and HfApi's methods)."""
-    import huggingface_hub
-
+    """Replace the Hub client where the project makes its calls (``rag.hub.HfApi``)."""
     from rag import hub
 
-    for name in ("create_repo", "create_branch", "upload_folder"):
-        if hasattr(hub, name):
-            monkeypatch.setattr(hub, name, getattr(fake, name))
-        monkeypatch.setattr(huggingface_hub.HfApi, name,
-                            lambda self, *args, _name=name, **kwargs: getattr(fake, _name)(*args, **kwargs))
+    monkeypatch.setattr(hub, "HfApi", fake)
 
 
 # -- the working folder a user would have ------------------------------------------------------------------
@@ -138,7 +159,7 @@ def _label_queries(labels: list[str | None]) -> str:
 
 
 def _write_inputs(work: Path, shapes: Path, fixtures: dict[str, Path]) -> None:
-    """The files the README's commands name: photos/ + captions.csv, photo.jpg, image folders, query files."""
+    """The files the README's commands name: photos/ (+ .zip) + captions.csv, photo.jpg, image folders, query files."""
     write_shape_folder(work / "photos", n=24)
     shutil.move(work / "photos" / "captions.csv", work / "captions.csv")
     for i, (image, _, label) in enumerate(make_shape_images(24, seed=11)):
@@ -147,6 +168,7 @@ def _write_inputs(work: Path, shapes: Path, fixtures: dict[str, Path]) -> None:
         (work / "unlabelled").mkdir(exist_ok=True)
         image.save(work / "unlabelled" / f"img_{i:02d}.jpg")
     make_shape_images(1, seed=5)[0][0].save(work / "photo.jpg")
+    shutil.make_archive(str(work / "photos"), "zip", work / "photos")  # photos.zip
     shutil.copytree(shapes, work / "shapes")
     (work / "labels.jsonl").write_text(_label_queries(Collection.open(shapes).all_labels()))
     import datasets
@@ -260,7 +282,18 @@ def apps(shapes, tiny_clip_dir, tiny_git_dir, tmp_path_factory, offline_hub):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, shapes, offline_hub, tiny_git_dir):
+def one_torch_thread():
+    """Tiny models gain nothing from OpenMP threads, and on a busy machine their barriers cost minutes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, shapes, offline_hub, tiny_git_dir, one_torch_thread):
     root = tmp_path_factory.mktemp("readme-work")
     fixtures = make_hub_fixtures(tmp_path_factory.mktemp("hub-datasets"))
     _write_inputs(root, shapes, fixtures)
