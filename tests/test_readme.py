@@ -276,6 +276,7 @@ def apps(shapes, tiny_clip_dir, tiny_git_dir, tmp_path_factory, offline_hub):
         demo, urls[name] = launch_app(Pipeline.from_settings(settings, collection_dir=collection))
         demos.append(demo)
     make_shape_images(1, seed=5)[0][0].save(root / "photo.jpg")
+    shutil.make_archive(str(root / "photos"), "zip", root / "bare-images")  # photos.zip, for the in-page build example
     yield SimpleNamespace(urls=urls, cwd=root)
     for demo in demos:
         demo.close()
@@ -304,7 +305,8 @@ def workspace(tmp_path_factory, shapes, offline_hub, tiny_git_dir, one_torch_thr
 
 def _example(block: Block, url: str) -> str:
     """The block with the example Space (id or URL) pointing at the local app; any other Space fails loudly."""
-    text = block.text.replace(SPACE_URL, url.rstrip("/")).replace(f'"{SPACE_ID}"', f'"{url}"')
+    text = block.text.replace(SPACE_URL, url.rstrip("/"))
+    text = re.sub(r"([\"'])[\w-]+/" + re.escape(SPACE_ID.split("/")[1]) + r"\1", lambda m: f'"{url}"', text)  # any owner's copy
     leftover = re.search(r"[\w-]+\.hf\.space|(Client|Client\.connect)\(\s*[\"'][\w.-]+/[\w.-]+[\"']", text)
     if leftover:
         pytest.fail(f"README block at line {block.line} calls {leftover.group(0)!r}: use {SPACE_ID!r} / {SPACE_URL!r}")
