@@ -1,6 +1,6 @@
 """`--limit` / `--streaming` read a `datasets` source as a stream: only the rows used are read, resume skips the rest.
 
-The dataset is a local folder in the Hub's layout (tests/hub_fixtures.py), so `load_dataset` takes the same
+The dataset is a local folder in the Hub's layout (testkit/hub_fixtures.py), so `load_dataset` takes the same
 path as for a Hub id. What a user notices: a `--limit` build does not convert (download) the whole split into
 the datasets cache first, the collection holds the first N rows in order with their ClassLabel names, and an
 interrupted streaming build resumes without encoding the committed rows again.
