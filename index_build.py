@@ -55,11 +55,8 @@ def _map_arguments(parser: argparse.ArgumentParser) -> None:
                        "(publish the copy with --push-to-hub)")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the images come from: a folder or archive, or a `datasets` dataset."""
     src = parser.add_argument_group("source (one of --images / --dataset)")
     src.add_argument("--images", metavar="DIR", help="index every image under DIR, recursively "
                      "(jpg, jpeg, png, webp, gif, bmp, tif, tiff); or a .zip/.tar/.tar.gz of images, extracted "
@@ -76,11 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--label-column", help="label column; ClassLabel ints become their names")
     src.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                      help="keep only dataset rows whose COLUMN equals VALUE (repeatable), e.g. split=test")
-    src.add_argument("--limit", type=int, help="take only the first N rows of the source; a --dataset is then "
-                     "streamed, so only those rows are downloaded")
-    src.add_argument("--streaming", action="store_true", help="stream the --dataset even without --limit "
-                     "(rows are read as they are encoded, nothing is downloaded up front)")
+    src.add_argument("--limit", type=int, help="take only the first N rows (a --dataset is then streamed)")
+    src.add_argument("--streaming", action="store_true", help="stream the --dataset even without --limit")
 
+
+def _embedding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CLIP model and how it runs."""
     emb = parser.add_argument_group("embedding")
     emb.add_argument("--model", default=DEFAULT_EMBEDDING_MODEL, help=f"sentence-transformers CLIP model (default: {DEFAULT_EMBEDDING_MODEL})")
     emb.add_argument("--model-revision", help="revision of --model (recorded in the manifest)")
@@ -92,6 +90,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     emb.add_argument("--caption-missing", action="store_true", help="caption rows that have none with a captioner")
     emb.add_argument("--captioner-model", default=DEFAULT_CAPTIONER_MODELS["git"], help="GIT model for --caption-missing")
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's flags, checked: exactly one source, --out to build, engine flags only with their engine."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _source_arguments(parser)
+    _embedding_arguments(parser)
     _add_engine_args(parser)
     idx = parser.add_argument_group("index and output")
     idx.add_argument("--index-factory", default="auto", help="FAISS factory string (inner product), or 'auto': "

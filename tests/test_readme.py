@@ -185,17 +185,20 @@ class Workspace:
     def __init__(self, root: Path, tokens: dict[str, str]) -> None:
         self.root, self.tokens, self.results = root, tokens, {}
 
-    def rewrite(self, command: Command) -> list[str]:
+    def rewrite(self, command: Command) -> tuple[list[str], str | None]:
+        """The argv with Hub ids mapped to fixtures, or an error when the command names a dataset we cannot fake."""
         argv = [self.tokens.get(token, token) for token in command.argv[1:]]
         if "--dataset" in argv:
             dataset = argv[argv.index("--dataset") + 1]
             if not (self.root / dataset).exists() and not Path(dataset).exists():
-                pytest.fail(f"README line {command.line} uses dataset {dataset!r}, which has no offline fixture: "
-                            "add its schema to testkit/hub_fixtures.py")
-        return argv
+                return argv, (f"README line {command.line} uses dataset {dataset!r}, which has no offline fixture: "
+                              "add its schema to testkit/hub_fixtures.py (or mark the line '# readme-test: skip ...')")
+        return argv, None
 
     def _execute(self, command: Command) -> tuple[int, str, str]:
-        argv = self.rewrite(command)
+        argv, problem = self.rewrite(command)
+        if problem:
+            return 1, "", problem
         out, err = io.StringIO(), io.StringIO()
         code = 0
         with contextlib.chdir(self.root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
@@ -305,8 +308,13 @@ def workspace(tmp_path_factory, shapes, offline_hub, tiny_git_dir, one_torch_thr
 
 
 def _example(block: Block, url: str) -> str:
-    """The block with the example Space (id or URL) pointing at the local app; any other Space fails loudly."""
+    """The block with the example Space (id or URL) pointing at the local app; any other Space fails loudly.
+
+    A Python fragment that uses ``client`` without making one continues the client example: it gets one.
+    """
     text = block.text.replace(SPACE_URL, url.rstrip("/"))
+    if block.lang == "python" and re.search(r"\bclient\.", text) and "Client(" not in text:
+        text = f'from gradio_client import Client, handle_file\nclient = Client("{SPACE_ID}")\n' + text
     text = re.sub(r"([\"'])[\w-]+/" + re.escape(SPACE_ID.split("/")[1]) + r"\1", lambda m: f'"{url}"', text)  # any owner's copy
     leftover = re.search(r"[\w-]+\.hf\.space|(Client|Client\.connect)\(\s*[\"'][\w.-]+/[\w.-]+[\"']", text)
     if leftover:
