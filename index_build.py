@@ -73,7 +73,8 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--label-column", help="label column; ClassLabel ints become their names")
     src.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                      help="keep only dataset rows whose COLUMN equals VALUE (repeatable), e.g. split=test")
-    src.add_argument("--limit", type=int, help="take only the first N rows of the source")
+    src.add_argument("--limit", type=int, help="take only the first N rows (a --dataset is then streamed)")
+    src.add_argument("--streaming", action="store_true", help="stream the --dataset even without --limit")
 
 
 def _embedding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,7 +196,8 @@ def _source_path(args: argparse.Namespace) -> Path | None:
 
 
 def make_source(args: argparse.Namespace, token: str | None):
-    from rag.sources import DatasetSource, FolderSource
+    from rag.dataset_stream import open_dataset_source
+    from rag.sources import FolderSource
 
     if args.images:
         from rag.archives import ArchiveSource, is_archive
@@ -210,8 +212,8 @@ def make_source(args: argparse.Namespace, token: str | None):
             raise RagError(f"--where expects COLUMN=VALUE, got {item!r}")
         where[column] = value
     captions = [c.strip() for c in args.caption_column.split(",")] if args.caption_column else None
-    return DatasetSource(args.dataset, args.config, args.split, args.image_column, captions, args.label_column,
-                         where, args.limit, token)
+    return open_dataset_source(args.dataset, args.config, args.split, args.image_column, captions, args.label_column,
+                               where, args.limit, token, streaming=args.streaming or None)
 
 
 def _build_local(args: argparse.Namespace, source, token: str | None):
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             return add_map_command(args, token)
         check_output(Path(args.out), _source_path(args), args.overwrite)  # refuse before loading anything
         source = make_source(args, token)
-        print(f"source: {len(source)} item(s) from {args.images or args.dataset}", file=sys.stderr)
+        count = f"at most {len(source)}" if getattr(source, "limit", None) else str(len(source) or "an unknown number of")
+        print(f"source: {count} item(s) from {args.images or args.dataset}", file=sys.stderr)
         for entry in getattr(source, "archive_skipped", []):
             print(f"skipped in the archive: {entry['source']}: {entry['reason']}", file=sys.stderr)
         if args.engine == "ray":

@@ -19,6 +19,7 @@ FULL = [
     ["flat_search", "--sizes", "250000,1000000"],
     ["quantize"],
     ["describe_speed"],
+    ["streaming", "--rows", "50000", "--limit", "1000"],
 ]
 QUICK = [
     ["search", "--sizes", "5000", "--queries", "50"],
@@ -28,6 +29,7 @@ QUICK = [
     ["flat_search", "--sizes", "20000", "--queries", "20"],
     ["quantize", "--texts", "50", "--images", "32", "--rows", "2000", "--calls", "5"],
     ["describe_speed", "--calls", "1", "--sample", "6"],
+    ["streaming", "--rows", "3000", "--limit", "200", "--shards", "3"],
 ]
 
 

@@ -167,7 +167,7 @@ def build_collection(
     chunks = open_partial(out, _fingerprint(source, encoder, options, captioner), resume)
     started = time.perf_counter()
     total = len(source)
-    bar = tqdm(total=total, initial=chunks.source_end, unit="img", desc="encoding", disable=not options.progress,
+    bar = tqdm(total=total or None, initial=chunks.source_end, unit="img", desc="encoding", disable=not options.progress,
                dynamic_ncols=True)
     keep_images = options.caption_missing and captioner is not None
     pending_rows: list[dict[str, Any]] = []

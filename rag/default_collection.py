@@ -17,8 +17,8 @@ from .build import BuildOptions, build_collection
 from .collection import MANIFEST
 from .config import DEFAULT_EMBEDDING_MODEL, Settings
 from .encoder import Encoder
+from .dataset_stream import open_dataset_source
 from .errors import ResumeMismatch
-from .sources import DatasetSource
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def ensure_default_collection(
         return out
     status(f"building the default collection from {dataset} ({split}, first {limit:,} images) into {out}")
     started = time.perf_counter()
-    source = DatasetSource(dataset, split=split, limit=limit, token=settings.hf_token)
+    source = open_dataset_source(dataset, split=split, limit=limit, token=settings.hf_token)  # streams: only `limit` rows are fetched
     status(f"loading embedding model {model}")
     encoder = Encoder(model, device=settings.device, token=settings.hf_token)
     reported = [-1]

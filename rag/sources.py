@@ -193,7 +193,7 @@ def _load_dataset(name: str, config: str | None, split: str, token: str | None):
 
     path = Path(name)
     try:
-        if path.is_dir() and (path / "dataset_info.json").exists():
+        if path.is_dir() and any((path / m).exists() for m in ("dataset_info.json", "dataset_dict.json")):
             loaded = datasets.load_from_disk(str(path))
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
         if path.suffix == ".parquet" or "*" in name:
@@ -204,7 +204,7 @@ def _load_dataset(name: str, config: str | None, split: str, token: str | None):
 
 
 class DatasetSource(Source):
-    """Rows of a `datasets` dataset (Hub id, local folder or parquet files) with an image column."""
+    """Rows of a `datasets` dataset (Hub id, local folder or parquet files) with an image column, read whole."""
 
     def __init__(
         self,
@@ -218,11 +218,16 @@ class DatasetSource(Source):
         limit: int | None = None,
         token: str | None = None,
     ) -> None:
-        import datasets
-
         self.name, self.config, self.split = name, config, split
         dataset = _load_dataset(name, config, split, token)
-        features = dataset.features
+        self._configure(dataset, dataset.features, image_column, caption_columns, label_column, where, limit)
+
+    def _configure(self, dataset: Any, features: Any, image_column: str | None, caption_columns: list[str] | None,
+                   label_column: str | None, where: dict[str, str] | None, limit: int | None) -> None:
+        """Check and pick the columns from ``features``, then filter and cap ``dataset`` (a Dataset or a stream)."""
+        import datasets
+
+        name = self.name
         if image_column is None:
             image_column = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
             if image_column is None:
@@ -237,9 +242,7 @@ class DatasetSource(Source):
                 if column not in features:
                     raise CollectionError(f"--where column {column!r} is not in dataset {name!r}.")
                 dataset = dataset.filter(lambda v, c=column, w=value: str(v) == w, input_columns=[column])
-        if limit:
-            dataset = dataset.select(range(min(limit, len(dataset))))
-        self.dataset = dataset
+        self.dataset = self._limited(dataset, limit)
         self.image_column = image_column
         if caption_columns is None:
             caption_columns = [c for c in CAPTION_KEYS if c in features][:1]
@@ -254,6 +257,10 @@ class DatasetSource(Source):
         ]
         self.where = where or {}
 
+    def _limited(self, dataset: Any, limit: int | None) -> Any:
+        """The first ``limit`` rows (all without a limit)."""
+        return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -266,23 +273,26 @@ class DatasetSource(Source):
 
     def items(self, start: int = 0) -> Iterator[SourceItem]:
         for position in range(start, len(self.dataset)):
-            row = self.dataset[position]
-            image = row[self.image_column]
-            if isinstance(image, dict):
-                image = image.get("bytes") or image.get("path")
-            captions: list[str] = []
-            for column in self.caption_columns:
-                value = row[column]
-                values = value if isinstance(value, (list, tuple)) else [value]
-                captions.extend(str(v).strip() for v in values if v is not None and str(v).strip())
-            yield SourceItem(
-                position=position,
-                source=f"{self.split}[{position}]",
-                image=image,
-                captions=captions,
-                label=self._label(row[self.label_column]) if self.label_column else None,
-                extra={c: row[c] for c in self._extra},
-            )
+            yield self._item(position, self.dataset[position])
+
+    def _item(self, position: int, row: dict[str, Any]) -> SourceItem:
+        """One dataset row as a SourceItem: undecoded image bytes/path, non-empty captions, label name."""
+        image = row[self.image_column]
+        if isinstance(image, dict):
+            image = image.get("bytes") or image.get("path")
+        captions: list[str] = []
+        for column in self.caption_columns:
+            value = row[column]
+            values = value if isinstance(value, (list, tuple)) else [value]
+            captions.extend(str(v).strip() for v in values if v is not None and str(v).strip())
+        return SourceItem(
+            position=position,
+            source=f"{self.split}[{position}]",
+            image=image,
+            captions=captions,
+            label=self._label(row[self.label_column]) if self.label_column else None,
+            extra={c: row[c] for c in self._extra},
+        )
 
     def manifest_entry(self) -> dict[str, Any]:
         return {

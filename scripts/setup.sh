@@ -19,4 +19,8 @@ if [ "${1:-}" = "--dev" ]; then
     $SUDO apt-get update -qq >/dev/null || true
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
+  # the README's JavaScript example is tested with the pinned @gradio/client, where node is there
+  if command -v npm >/dev/null 2>&1; then
+    npm ci --prefix tests/js --no-audit --no-fund --silent || echo "npm ci failed: the JavaScript README test will be skipped" >&2
+  fi
 fi
