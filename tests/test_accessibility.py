@@ -195,3 +195,21 @@ def test_good_on_a_phone(browser, served, tmp_path):  # noqa: F811
             page.screenshot(path="/tmp/phone_screenshot.png", full_page=True)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_tab_passes_axe_when_opened(browser, served, scheme):  # noqa: F811
+    """Every tab the page has (search, duplicates, build, explore... as they are added), empty, light and dark."""
+    url, _ = served
+    context, page = open_page(browser, url, scheme)
+    found: dict[str, list[str]] = {}
+    try:
+        names = [n.strip() for n in page.get_by_role("tab").all_inner_texts() if n.strip()]
+        assert len(names) >= 3, names
+        for name in names:
+            page.get_by_role("tab", name=name, exact=True).click()
+            page.wait_for_timeout(500)
+            found[name] = violations(page)
+    finally:
+        context.close()
+    assert not any(found.values()), {tab: v for tab, v in found.items() if v}
