@@ -110,5 +110,6 @@ def search_page(
     scores, ids = scores[order], ids[order]
     page = [(int(i), float(s)) for i, s in zip(ids[offset:offset + k], scores[offset:offset + k])]
     if threshold is not None:
-        page = [(i, s) for i, s in page if s >= threshold]
+        # compared as shown (scores are reported to 6 decimals): a score copied from a result keeps that result
+        page = [(i, s) for i, s in page if round(float(s), 6) >= threshold]
     return page
