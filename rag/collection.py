@@ -107,9 +107,11 @@ class Collection:
         self._table = table
         self._shards = shards
         self._row_groups: list[tuple[int, int, int, int]] = []  # (first row, last row+1, shard no, group no)
+        self._footers: list[pq.FileMetaData] = []  # parsed once: a thumbnail read then skips the footer
         start = 0
         for shard_no, shard in enumerate(shards):
             meta = pq.ParquetFile(shard).metadata
+            self._footers.append(meta)
             for group in range(meta.num_row_groups):
                 count = meta.row_group(group).num_rows
                 self._row_groups.append((start, start + count, shard_no, group))
@@ -225,7 +227,8 @@ class Collection:
             raise IndexError(f"row {row_id} is outside the collection")
         position = int(np.searchsorted(self._group_starts, row_id, side="right") - 1)
         start, _, shard_no, group = self._row_groups[position]
-        column = pq.ParquetFile(self._shards[shard_no]).read_row_group(group, columns=["image"]).column("image")
+        shard = pq.ParquetFile(self._shards[shard_no], metadata=self._footers[shard_no])
+        column = shard.read_row_group(group, columns=["image"]).column("image")
         return column[row_id - start].as_py()["bytes"]
 
     def thumbnail_path(self, row_id: int, cache_dir: Path) -> Path:

@@ -7,7 +7,7 @@ and ``embed_features`` (the model's forward pass) so a builder can overlap the t
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +59,8 @@ class Encoder:
         self.text_model = _load(text_model_id, None, self.device, token) if text_model_id else self.model
         self.text_model.eval()
         self._lock = threading.Lock()
+        # set by rag.quantize when an exported int8 text tower (rag.onnx_text) passed its fidelity check
+        self.text_runner: Callable[[Any], np.ndarray] | None = None
         probe = self.encode_texts(["a photo"])
         self.dim = int(probe.shape[1])
         if text_model_id:
@@ -78,6 +80,11 @@ class Encoder:
         inputs: list = list(texts)
         if self.text_model.supports("image"):
             inputs = [{"text": text} for text in inputs]
+        runner = self.text_runner
+        if runner is not None and inputs:
+            with self._lock:
+                batches = [self.text_model.preprocess(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+                return _normalise(np.concatenate([runner(features) for features in batches]))
         with self._lock, torch.inference_mode():
             vectors = self.text_model.encode(
                 inputs, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False

@@ -3,7 +3,8 @@
 One query against N stored vectors is bound by memory bandwidth (N x d x 4 bytes). ``HalfFlatSearcher``
 scans an fp16 copy (``faiss.IndexScalarQuantizer`` QT_fp16, half the bytes) on one OpenMP thread (for
 one query, FAISS's threads cost more than they bring on 2 vCPU), then rescores the candidates with the
-fp32 vectors of the (memory-mapped) Flat index. Candidates are widened until they provably hold the exact
+fp32 vectors of the (memory-mapped) Flat index. When scores crowd, one range scan widens the candidates to
+every row that may belong to the exact
 top k: an fp16 score is within ``eps`` of the true one, so every true top-k row scores at least
 ``kth - 2 eps`` in fp16. Results, scores included, are those of exact fp32 search (up to ties).
 Batches of queries go to the Flat index itself (BLAS matrix products use every core well).
@@ -20,7 +21,6 @@ import numpy as np
 from .index import search as index_search
 
 FIRST_EXTRA = 16
-WIDEN = 4
 ADD_CHUNK = 65_536
 FP16_UNIT = 2.0**-11  # relative rounding error of fp16
 
@@ -89,14 +89,15 @@ class HalfFlatSearcher:
         # fp16 rounding of each stored component moves a score by at most |q| |x| 2^-11; doubled for the sums
         eps = 2 * FP16_UNIT * float(np.linalg.norm(query)) * self.max_norm
         wanted = min(total, k + FIRST_EXTRA)
-        while True:
-            with one_thread():
-                scores, ids = self.half.search(query, wanted)
+        with one_thread():
+            scores, ids = self.half.search(query, wanted)
+            candidates = ids[0][ids[0] >= 0]
             kth, last = scores[0, k - 1], scores[0, wanted - 1]
-            if wanted >= total or last < kth - 2 * eps:
-                break
-            wanted = min(total, wanted * WIDEN)
-        candidates = ids[0][ids[0] >= 0]
+            if wanted < total and last >= kth - 2 * eps:
+                # crowded scores: every row within 2 eps of the k-th may be in the exact top k; one range scan finds them
+                _, _, found = self.half.range_search(query, float(kth - 2 * eps))
+                candidates = np.union1d(candidates, found)
+        candidates = np.sort(candidates)  # ascending ids: ties keep FAISS's lower-id-first order
         exact = self.vectors[candidates] @ query[0]
         order = np.argsort(-exact, kind="stable")[:k]
         return exact[order][None, :].astype(np.float32), candidates[order][None, :].astype(np.int64)

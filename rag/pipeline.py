@@ -134,6 +134,7 @@ class Pipeline:
     _filters: FilterCache | None = field(default=None, repr=False)
     _duplicates: dict[float, Duplicates] = field(default_factory=dict, repr=False)
     quantize: str = "none"  # the text encoder's conversion in effect (rag.quantize)
+    quantize_engine: str = ""  # what runs it: "onnxruntime" or "torch" ("" when none)
     searcher: Searcher | None = field(default=None, repr=False)  # kept by with_captioner: built once per collection
 
     def __post_init__(self) -> None:
@@ -357,6 +358,7 @@ class Pipeline:
             "captioner": captioner_label(self.captioner) if self.captioner else None,
             "device": self.encoder.device,
             "quantize": self.quantize,
+            "quantize_engine": self.quantize_engine or None,
             "captioner_device": getattr(self.captioner, "device", None),
             "built": manifest.build.get("time"),
             "skipped_at_build": manifest.skipped.get("count", 0),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from .config import parse_quantize
+from .onnx_text import int8_text_runner
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class QuantizeResult:
     towers: tuple[str, ...] = ()
     min_cosine: float | None = None
     reason: str = ""
+    engine: str = ""  # "onnxruntime" or "torch" when a conversion is in effect
 
 
 def resolve_mode(requested: str, device: str) -> str:
@@ -151,29 +154,55 @@ def fidelity(reference: np.ndarray, converted: np.ndarray) -> float:
     return float(np.min(np.sum(reference * converted, axis=1)))
 
 
+def _attach_onnx_text(encoder: Any, cache_dir: Path) -> Callable[[], None]:
+    """Route the encoder's text queries through the cached int8 ONNX Runtime tower; returns the undo."""
+    encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir)
+    return lambda: setattr(encoder, "text_runner", None)
+
+
+def _conversions(encoder: Any, towers: tuple[str, ...], mode: str, cache_dir: Path | None) -> list[tuple[str, Callable]]:
+    """The ways to try, fastest first: ONNX Runtime for an int8 text tower (when a cache folder is given), then torch."""
+    ways: list[tuple[str, Callable]] = []
+    if mode == "int8" and towers == ("text",) and cache_dir is not None:
+        ways.append(("onnxruntime", lambda: _attach_onnx_text(encoder, cache_dir)))
+    ways.append(("torch", lambda: swap_towers(encoder, towers, mode)))
+    return ways
+
+
 def quantize_encoder(
-    encoder: Any, requested: str | None, towers: Sequence[str] = ("text",), min_cosine: float = MIN_COSINE
+    encoder: Any, requested: str | None, towers: Sequence[str] = ("text",), min_cosine: float = MIN_COSINE,
+    cache_dir: Path | None = None,
 ) -> QuantizeResult:
-    """Convert the encoder's towers as ``requested`` (resolved for its device), undone if probes drift below ``min_cosine``."""
+    """Convert the encoder's towers as ``requested`` (resolved for its device), undone if probes drift below ``min_cosine``.
+
+    With ``cache_dir``, an int8 text tower is first tried through ONNX Runtime (rag.onnx_text, ~3x faster
+    than torch's int8 on 2 vCPU); if that cannot run here or is not faithful, torch's dynamic int8 is tried.
+    """
     requested = parse_quantize(requested)
     mode = resolve_mode(requested, encoder.device)
     towers = tuple(towers)
     if mode == "none":
         return QuantizeResult(requested, "none", reason="not requested" if requested == "none" else "no quantised path on this device")
     reference = _probe(encoder, towers)
-    try:
-        restore = swap_towers(encoder, towers, mode)
-    except (ValueError, RuntimeError) as exc:
-        log.warning("quantisation %s skipped, encoding in fp32: %s", mode, exc)
-        return QuantizeResult(requested, "none", reason=str(exc))
-    cosine = fidelity(reference, _probe(encoder, towers))
-    if not cosine >= min_cosine:
+    reasons, cosine = [], None
+    for engine, convert in _conversions(encoder, towers, mode, cache_dir):
+        try:
+            restore = convert()
+        except (ValueError, RuntimeError) as exc:
+            reasons.append(f"{engine}: {exc}")
+            log.warning("%s %s quantisation skipped: %s", engine, mode, exc)
+            continue
+        cosine = fidelity(reference, _probe(encoder, towers))
+        if cosine >= min_cosine:
+            log.info("%s %s %s encoding (min cosine %.4f to fp32 on %d probes)", engine, mode, "+".join(towers),
+                     cosine, len(reference))
+            return QuantizeResult(requested, mode, towers, cosine, engine=engine)
         restore()
-        reason = f"{mode} min cosine {cosine:.4f} to fp32 on the probes is below {min_cosine}"
-        log.warning("quantisation off, encoding in fp32: %s", reason)
-        return QuantizeResult(requested, "none", towers, cosine, reason)
-    log.info("%s %s encoding (min cosine %.4f to fp32 on %d probes)", mode, "+".join(towers), cosine, len(reference))
-    return QuantizeResult(requested, mode, towers, cosine)
+        reasons.append(f"{engine}: {mode} min cosine {cosine:.4f} to fp32 on the probes is below {min_cosine}")
+        log.warning("%s quantisation off: %s", engine, reasons[-1])
+    reason = "; ".join(reasons)
+    log.warning("quantisation off, encoding in fp32: %s", reason)
+    return QuantizeResult(requested, "none", towers if cosine is not None else (), cosine, reason)
 
 
 def quantize_captioner(captioner: Any, requested: str | None) -> str:

@@ -115,7 +115,9 @@ def open_pipeline(
                  settings.revision or "main")
     status(f"loading embedding model {collection.manifest.model_id}")
     encoder = load_encoder(collection, settings)
-    quantized = quantize_encoder(encoder, settings.quantize, towers=("text",))  # RAG_QUANTIZE, fidelity-checked
+    quantized = quantize_encoder(  # RAG_QUANTIZE, fidelity-checked
+        encoder, settings.quantize, towers=("text",), cache_dir=settings.cache_dir
+    )
     captioner = load_captioner_for(settings, encoder, status) if with_captioner else None
     return Pipeline(
         collection=collection,
@@ -128,6 +130,7 @@ def open_pipeline(
         text_model=settings.text_model,
         load_seconds=time.perf_counter() - started,
         quantize=quantized.mode,
+        quantize_engine=quantized.engine,
     )
 
 

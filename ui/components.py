@@ -82,6 +82,7 @@ def info_markdown(info: dict[str, Any]) -> str:
         + f" · **index:** {markdown_text(info['index'])} · **captioner:** {markdown_text(captioner)}"
         + f" · device: {info['device']}"
         + (f" · quantize: {info['quantize']}" if info.get("quantize") else "")
+        + (f" ({info['quantize_engine']})" if info.get("quantize") and info.get("quantize_engine") else "")
     )
 
 
