@@ -246,7 +246,7 @@ def _build_ray(args: argparse.Namespace, source, token: str | None):
                          index_factory=args.index_factory, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
                          progress=not args.no_progress, caption_missing=args.caption_missing,
                          captioner_model=args.captioner_model, address=args.ray_address, workers=args.workers,
-                         num_gpus=args.num_gpus)
+                         num_gpus=args.num_gpus, map=args.map, map_seed=args.map_seed)
     return build_collection_ray(source, args.out, options, resume=args.resume, overwrite=args.overwrite)
 
 

@@ -74,7 +74,7 @@ class _Batch:
     source_end: int = 0
 
 
-def _decode(item: SourceItem) -> Image.Image:
+def decode_item(item: SourceItem) -> Image.Image:
     """Decode at reduced scale where possible (JPEG draft, integer reduction): 448 px still covers model and thumbnail."""
     return load_image(item.image, side=DRAFT_SIZE)
 
@@ -85,7 +85,7 @@ def _prepare(items: list[SourceItem], encoder: Encoder, keep_images: bool) -> _B
     good: list[Image.Image] = []
     for item in items:
         try:
-            image = _decode(item)
+            image = decode_item(item)
         except InvalidInput as exc:
             log.warning("skipping %s: %s", item.source, exc)
             batch.skipped.append({"source": item.source, "reason": str(exc)})
@@ -268,7 +268,7 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
             "quantize": options.quantize,
         },
     )
-    _write_map(partial, vectors, options, manifest)
+    write_build_map(partial, vectors, options, manifest)
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / CHUNKS_DIR)
     (partial / BUILD_STATE).unlink()
@@ -276,8 +276,9 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
     return manifest
 
 
-def _write_map(partial: Path, vectors: np.ndarray, options: BuildOptions, manifest: Manifest) -> None:
-    """map.parquet for --map (recorded in manifest.build); a stale one from an interrupted run never survives."""
+def write_build_map(partial: Path, vectors: np.ndarray, options: Any, manifest: Manifest) -> None:
+    """map.parquet for --map (``options.map``, ``.map_seed``, ``.progress``; recorded in manifest.build), for the
+    local and Ray builders alike; a stale one from an interrupted run never survives."""
     from .map_store import store_map
 
     (partial / MAP_FILE).unlink(missing_ok=True)

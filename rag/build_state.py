@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -102,8 +102,12 @@ class Chunks:
         return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
 
 
-def open_partial(out: Path, fingerprint: dict[str, Any], resume: bool) -> Chunks:
-    """The marked ``<out>.partial`` to build in: resumed, restarted, or set aside when unreadable."""
+def prepare_partial(out: Path, fingerprint: dict[str, Any], resume: bool, check: Callable[[Path], Any]) -> Path:
+    """The marked ``<out>.partial`` to build in: resumed, restarted, or set aside when unreadable.
+
+    ``check(partial)`` reads what an engine saved (local chunks, Ray parts) and raises OSError/ValueError
+    when it is unreadable; both engines share every other rule here.
+    """
     recover(out)
     partial = partial_dir(out)
     if partial.exists() and marker_role(partial) == "old":
@@ -112,21 +116,27 @@ def open_partial(out: Path, fingerprint: dict[str, Any], resume: bool) -> Chunks
         try:
             state = partial / BUILD_STATE
             previous = json.loads(state.read_text()) if state.exists() else None
-            Chunks(partial)
-        except (OSError, ValueError) as exc:
+            check(partial)
+        except (OSError, ValueError, KeyError) as exc:
             set_aside_corrupt(partial, f"{exc.__class__.__name__}: {exc}")
         else:
             if not resume:
                 log.warning("removing the unfinished build %s (pass --resume to continue it instead)", partial.name)
                 shutil.rmtree(partial)
             elif previous != fingerprint:
+                engine = (previous or {}).get("engine", "local") if isinstance(previous, dict) else "local"
                 raise ResumeMismatch(
-                    f"Cannot resume: {partial.name} was started with different settings; "
-                    "run without --resume to start over."
+                    f"Cannot resume: {partial.name} was started by the {engine} engine or with different settings; "
+                    "resume it with the same engine and settings, or run without --resume to start over."
                 )
     mark(partial, "partial")
     write_json_atomic(partial / BUILD_STATE, fingerprint)
-    return Chunks(partial)
+    return partial
+
+
+def open_partial(out: Path, fingerprint: dict[str, Any], resume: bool) -> Chunks:
+    """The local builder's partial build and its committed chunks."""
+    return Chunks(prepare_partial(out, fingerprint, resume, check=Chunks))
 
 
 def check_complete(chunks: Chunks, vectors: np.ndarray) -> None:

@@ -11,7 +11,6 @@ same writer as the local builder. The Space never imports this module: Ray is a 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 import tempfile
@@ -25,12 +24,12 @@ import faiss
 import numpy as np
 import ray
 
-from .build import MAX_SKIPPED_LISTED, source_folder
-from .build_paths import check_output, marker_role, mark, move_into_place, partial_dir, recover, write_json_atomic
-from .build_state import BUILD_STATE
+from .build import MAX_SKIPPED_LISTED, source_folder, write_build_map
+from .build_paths import check_output, move_into_place
+from .build_state import BUILD_STATE, prepare_partial
 from .collection import Manifest
 from .collection_writer import seal_collection
-from .errors import CollectionError, ResumeMismatch
+from .errors import CollectionError
 from .index import TRAIN_SAMPLE_MAX, apply_search_params, auto_factory, build_index, default_search_params
 from .ray_parts import PARTS_DIR, check_tiling, gather_rows, missing_ranges, part_vectors, place_shard, read_records, shard_plan
 from .ray_stages import EmbedReplica, read_and_decode, write_parts
@@ -59,6 +58,8 @@ class RayOptions:
     address: str | None = None
     workers: int = 1
     num_gpus: float = 0.0
+    map: bool = True  # --map / --no-map: the Explore layout, from all vectors gathered on the driver
+    map_seed: int = 42
 
 
 def connect(address: str | None) -> bool:
@@ -124,32 +125,6 @@ def _fingerprint(source: Source, options: RayOptions) -> dict[str, Any]:
     }
 
 
-def _prepare_partial(out: Path, fingerprint: dict[str, Any], resume: bool) -> Path:
-    """The marked ``<out>.partial``: fresh, or the one to resume if it was a Ray build of the same source."""
-    recover(out)
-    partial = partial_dir(out)
-    if partial.exists() and marker_role(partial) == "old":
-        shutil.rmtree(partial)  # the replaced collection, left by a swap that stopped before deleting it
-    if partial.exists():
-        state_path = partial / BUILD_STATE
-        try:
-            previous = json.loads(state_path.read_text()) if state_path.exists() else None
-        except (OSError, ValueError):
-            previous = None
-        if not resume:
-            log.warning("removing the unfinished build %s (pass --resume to continue it instead)", partial.name)
-            shutil.rmtree(partial)
-        elif previous != fingerprint:
-            engine = (previous or {}).get("engine", "local")
-            raise ResumeMismatch(
-                f"Cannot resume: {partial.name} was started by the {engine} engine or with different settings; "
-                "resume it with the same engine and settings, or run without --resume to start over."
-            )
-    mark(partial, "partial")
-    write_json_atomic(partial / BUILD_STATE, fingerprint)
-    return partial
-
-
 def _shippable(source: Source) -> Source:
     """A copy of the source for the workers, without what the driver owns (an archive's temporary folder)."""
     clone = copy.copy(source)
@@ -192,7 +167,7 @@ def build_collection_ray(source: Source, out_dir: str | Path, options: RayOption
         raise CollectionError("--workers must be at least 1 model replica.")
     out = Path(out_dir).expanduser().absolute()
     check_output(out, source_folder(source), overwrite)
-    partial = _prepare_partial(out, _fingerprint(source, options), resume)
+    partial = prepare_partial(out, _fingerprint(source, options), resume, check=read_records)
     started = time.perf_counter()
     total = len(source)
     ranges = missing_ranges(read_records(partial), total, _read_rows(total, options))
@@ -267,6 +242,8 @@ def _finish(source: Source, options: RayOptions, partial: Path, out: Path, start
                "batch_size": options.batch_size, "engine": "ray", "workers": options.workers,
                "num_gpus": options.num_gpus},
     )
+    vectors = np.concatenate(list(part_vectors(partial, records, mmap=True))) if options.map else np.zeros((0, dim))
+    write_build_map(partial, vectors, options, manifest)
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / PARTS_DIR)
     (partial / BUILD_STATE).unlink()

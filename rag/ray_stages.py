@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from .build import _decode
+from .build import decode_item
 from .errors import InvalidInput
 from .images import thumbnail_bytes
 from .ray_parts import write_part
@@ -44,7 +44,7 @@ def _decoded_row(item: SourceItem) -> dict[str, Any]:
     row: dict[str, Any] = {"position": item.position, "source": str(item.source), "ok": False, "reason": "",
                            "meta": b"", "thumbnail": b"", "pixels": b"", "width": 0, "height": 0}
     try:
-        image = _decode(item)
+        image = decode_item(item)
     except InvalidInput as exc:
         log.warning("skipping %s: %s", item.source, exc)
         row["reason"] = str(exc)

@@ -17,7 +17,9 @@ from testkit.shapes import write_shape_folder
 from testkit.tiny_models import make_shape_images
 
 import index_build
+from rag.build_state import prepare_partial
 from rag.collection import Collection
+from rag.map_store import read_map
 
 ROOT = Path(__file__).resolve().parents[1]
 ray = pytest.importorskip("ray")
@@ -72,6 +74,10 @@ def test_ray_build_matches_local_build(pair):
     manifest = json.loads((ray_dir / "manifest.json").read_text())
     assert manifest["build"]["engine"] == "ray" and manifest["index_factory"] == "Flat"
     assert not ray_dir.with_name("ray.partial").exists()
+    # the Explore map, as the local builder writes it: listed, checksummed, one point per row
+    assert "map.parquet" in manifest["files"] and manifest["build"]["map"]["rows"] == 48
+    ray_map, local_map = read_map(built), read_map(local)
+    assert ray_map.shape == local_map.shape == (48, 2) and np.isfinite(ray_map).all()
 
 
 @pytest.mark.slow
@@ -98,7 +104,8 @@ def test_interrupted_ray_build_resumes_from_its_parts(pair, tiny_clip_dir, tmp_p
             "--index-factory", "IVF4,Flat", "--out", str(tmp_path / "c")]
     source = index_build.make_source(index_build.parse_args(argv), None)
     options = ray_build.RayOptions(model=tiny_clip_dir, batch_size=8, chunk_rows=16, progress=False)
-    partial = ray_build._prepare_partial(tmp_path / "c", ray_build._fingerprint(source, options), resume=False)
+    partial = prepare_partial(tmp_path / "c", ray_build._fingerprint(source, options), resume=False,
+                              check=ray_parts.read_records)
     ray_build._run_pipeline(source, partial, options, [{"start": 0, "end": 20}])  # then "interrupted"
     assert sum(r["end"] - r["start"] for r in ray_parts.read_records(partial)) == 20
     caplog.set_level("INFO")
