@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import json
 import logging
 import os
 import tempfile
@@ -186,13 +187,44 @@ def search_text(model_dir: str, rows: int, calls: int, work: Path) -> list[dict]
     return out
 
 
+def evaluation_recall(rows: int, work: Path) -> list[dict]:
+    """Table 4: rag.evaluate's retrieval recall with RAG_QUANTIZE=none and =auto on a tiny shapes fixture of
+    ``rows`` rows (a tiny CLIP trained on generated shapes; all rows sampled, two captions each)."""
+    from testkit.shapes import build_shapes, write_shape_folder
+    from testkit.tiny_models import make_tiny_clip
+
+    from rag import evaluate
+
+    clip = make_tiny_clip(work / "tiny-clip")
+    collection = build_shapes(write_shape_folder(work / "eval-shapes", n=rows), work / "eval-col", clip)
+    out = []
+    for mode in ("none", "auto"):
+        report_file = work / f"eval-{mode}.json"
+        os.environ["RAG_QUANTIZE"] = mode  # read by rag.evaluate's Settings.from_env; rag.startup applies it
+        os.environ["RAG_CACHE_DIR"] = str(work / "eval-cache")
+        try:
+            code = evaluate.main(["--collection", str(collection), "--tasks", "t2i,i2t",
+                                  "--sample", str(rows), "--out", str(report_file), "--no-progress"])
+        finally:
+            os.environ.pop("RAG_QUANTIZE", None)
+            os.environ.pop("RAG_CACHE_DIR", None)
+        assert code == 0, f"rag.evaluate failed with RAG_QUANTIZE={mode}"
+        results = json.loads(report_file.read_text())["results"]
+        for task in ("t2i", "i2t"):
+            r = results[task]
+            out.append({"RAG_QUANTIZE": mode, "task": task, "queries": r["queries"], "R@1 %": 100 * r["R@1"],
+                        "R@5 %": 100 * r["R@5"], "R@10 %": 100 * r["R@10"], "MRR": r["MRR"]})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=1000)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--parts", default="ways,fidelity,search", help="which tables: ways,fidelity,search")
+    parser.add_argument("--parts", default="ways,fidelity,search,recall", help="which tables: ways,fidelity,search,recall")
+    parser.add_argument("--eval-rows", type=int, default=600, help="rows of the shapes fixture for the recall table")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
                         "machine other jobs load")
     args = parser.parse_args()
@@ -216,6 +248,10 @@ def main() -> None:
         if "search" in parts:
             report("quantize_search_text", f"Pipeline.search_text, {args.rows} rows Flat, k=10, {args.calls} calls each ({load})",
                    search_text(model_dir, args.rows, args.calls, work), ["path", "calls", "rows", "p50_ms", "ratio"])
+        if "recall" in parts:
+            report("quantize_recall", f"rag.evaluate retrieval on a {args.eval_rows}-row tiny shapes fixture, fp32 vs "
+                   "RAG_QUANTIZE=auto", evaluation_recall(args.eval_rows, work),
+                   ["RAG_QUANTIZE", "task", "queries", "R@1 %", "R@5 %", "R@10 %", "MRR"])
 
 
 if __name__ == "__main__":

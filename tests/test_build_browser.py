@@ -60,6 +60,17 @@ def test_upload_an_archive_build_and_search_it(page, served, tmp_path):  # noqa:
     page.locator("#text-gallery img").first.wait_for()
     assert "mine: " in page.locator("#text-gallery").inner_text()
 
+    # the Search tab's label filter offers this session's labels (folder names), not the Space's
+    page.get_by_role("tab", name="Search", exact=True).click()
+    page.locator("#search-filters-box").get_by_text("Filters").click()
+    page.locator("#filter-labels input").click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    offered = set(options.all_inner_texts())
+    assert offered and offered <= {"circle", "square", "triangle"}, offered
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Text → image").click()
+
     switch.check()  # back to the Space's collection
     page.locator("#search-text-button").click()
     page.wait_for_function("() => !document.querySelector('#text-gallery').innerText.includes('mine: ')")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
 from rag.filters import OPERATORS
 from rag.pipeline import Pipeline
 
+from .context import AppContext
 from .examples import frequent_labels
 
 
@@ -58,6 +59,21 @@ def filters_json(labels: list[str] | None, column: str | None, operator: str | N
             condition["in"] = spec["label"]
         spec[column] = condition
     return json.dumps(spec, ensure_ascii=False) if spec else ""
+
+
+def refresh_choices(ctx: AppContext) -> Callable[..., tuple[Any, Any]]:
+    """Handler: the label and column choices of the collection this session searches (its own after a build in
+    the Build tab, else the Space's), keeping whatever the user picked that is still valid."""
+
+    def refresh(labels: list[str] | None, column: str | None, request: gr.Request) -> tuple[Any, Any]:
+        if ctx.pipeline is None:
+            return gr.update(), gr.update()
+        pipeline = ctx.pipeline_for(request)
+        choices, columns = frequent_labels(pipeline), pipeline.collection.filter_columns
+        return (gr.update(choices=choices, value=[v for v in labels or [] if v in choices], visible=bool(choices)),
+                gr.update(choices=columns, value=column if column in columns else None))
+
+    return refresh
 
 
 def filter_controls(pipeline: Pipeline | None) -> FilterControls:

@@ -14,7 +14,7 @@ from rag.query import describe_terms, parse_query
 from .components import clear_selection, gallery_items, hit_json, image_input, number_slider, results_panel
 from .context import SEARCH_LIMITS, AppContext
 from .examples import search_examples
-from .filter_controls import filter_controls
+from .filter_controls import filter_controls, refresh_choices
 from .search_tabs import SearchHandlers, wire_more_like_this
 
 QUERY_HELP = (
@@ -102,7 +102,7 @@ def load_more_handler(ctx: AppContext) -> Callable[..., Any]:
 
 def search_tab(ctx: AppContext, handlers: SearchHandlers) -> None:
     """Query box with the parsed terms under it, optional image, filters, threshold, k; results; Load more."""
-    with gr.Tab("Search", id="search"):
+    with gr.Tab("Search", id="search") as tab:
         with gr.Row():
             query = gr.Textbox(label="Query", placeholder='beach - people · #42 + 2*"red car"', scale=4,
                                max_lines=3, elem_id="search-query")
@@ -115,6 +115,8 @@ def search_tab(ctx: AppContext, handlers: SearchHandlers) -> None:
                                     elem_id="search-image")
                 image_weight = passthrough_slider(-2, 2, 0.05, value=1, label="Image weight", elem_id="search-image-weight")
         controls = filter_controls(ctx.pipeline)
+        tab.select(refresh_choices(ctx), [controls.labels, controls.column], [controls.labels, controls.column],
+                   api_visibility="private", queue=False)
         threshold = passthrough_slider(0, 1, 0.01, value=0, label="Threshold: only hits with cosine ≥ this (0 = none)",
                                        elem_id="search-threshold")
         offset = gr.Number(value=0, precision=0, visible=False, label="offset")
