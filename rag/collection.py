@@ -154,6 +154,9 @@ class Collection:
             table = pq.read_table(shards, columns=columns, memory_map=True) if len(shards) > 1 else pq.read_table(
                 shards[0], columns=columns, memory_map=True
             )
+            # one chunk per column: take() over a row group per chunk (7 813 at 1M rows) cost 25 ms per query's
+            # rows, over one chunk 0.05 ms
+            table = table.combine_chunks()
         except (OSError, pa.ArrowException) as exc:
             raise CollectionError(f"The metadata parquet files cannot be read: {exc}") from exc
         if not (index.ntotal == table.num_rows == manifest.rows):

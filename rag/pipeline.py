@@ -225,6 +225,10 @@ class Pipeline:
         vector = self.encoder.encode_images([load_image(image)])
         return self.search_vectors(vector, k)[0]
 
+    def thumbnail(self, row_id: int) -> Path:
+        """A file holding one row's stored thumbnail (from the capped thumbnail cache)."""
+        return self.collection.thumbnail_path(check_row_id(row_id, len(self.collection)), self.cache_dir)
+
     def similar_to(self, row_id: int, k: int = 10) -> list[Hit]:
         """"More like this": neighbours of a row already in the collection, itself excluded."""
         k = check_k(k)

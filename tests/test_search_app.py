@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
+import io
 import json
 import os
 
@@ -17,13 +19,14 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import httpx
 import pytest
+from PIL import Image
 from gradio_client.exceptions import AppError
 from test_app import launch_app, make_client, shapes_collection
 
 from rag.config import Settings
 from rag.pipeline import Pipeline
 
-TOOLS = {"search_text", "search_image", "search", "similar_to", "describe", "duplicates", "info"}
+TOOLS = {"search_text", "search_image", "search", "similar_to", "describe", "duplicates", "info", "thumbnail"}
 SEARCH_PARAMETERS = ["query", "image", "image_weight", "k", "offset", "threshold", "filters"]
 
 
@@ -98,7 +101,7 @@ def test_examples_come_from_the_collection(served):
     assert "anjing" not in text  # the tiny CLIP is not multilingual: no Indonesian examples
 
 
-async def _mcp_round_trip(url: str) -> tuple[list, object]:
+async def _mcp_round_trip(url: str) -> tuple[list, object, object]:
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
@@ -110,11 +113,12 @@ async def _mcp_round_trip(url: str) -> tuple[list, object]:
                 "search", {"query": "green triangle", "k": 5, "filters": '{"photographer": "p2"}',
                            "offset": 0, "threshold": 0, "image_weight": 1},
             )
-            return tools, result
+            picture = await session.call_tool("thumbnail", {"row_id": 3})
+            return tools, result, picture
 
 
 def test_every_endpoint_is_an_mcp_tool_and_search_works_through_it(served):
-    tools, result = asyncio.run(_mcp_round_trip(served.rstrip("/") + "/gradio_api/mcp/"))
+    tools, result, picture = asyncio.run(_mcp_round_trip(served.rstrip("/") + "/gradio_api/mcp/"))
     by_name = {tool.name: tool for tool in tools}
     assert TOOLS <= set(by_name), sorted(by_name)
     search_tool = by_name["search"]
@@ -128,6 +132,11 @@ def test_every_endpoint_is_an_mcp_tool_and_search_works_through_it(served):
     assert len(data["hits"]) == 5 and all(h["metadata"]["photographer"] == "p2" for h in data["hits"])
     assert len(gallery) == 5 and all("/gradio_api/file=" in item["image"]["url"] for item in gallery)
     assert httpx.get(gallery[0]["image"]["url"], timeout=30).headers["content-type"].startswith("image/")
+    # /thumbnail gives a multimodal agent the image itself, inline, not a URL to fetch
+    assert not picture.isError, picture.content
+    inline = [c for c in picture.content if c.type == "image"]
+    assert len(inline) == 1 and inline[0].mimeType.startswith("image/")
+    assert Image.open(io.BytesIO(base64.b64decode(inline[0].data))).size[0] > 0
 
 
 def test_filter_controls_write_the_json_that_search_takes():

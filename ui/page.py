@@ -49,6 +49,25 @@ def info_handler(ctx: AppContext):
     return info
 
 
+def thumbnail_api(ctx: AppContext) -> None:
+    """/thumbnail: one row's image as an image output, so an MCP client gets it inline (Gradio's MCP server
+    sends a file output as image content; galleries and JSON reach agents only as URLs)."""
+
+    def thumbnail(row_id: float, request: gr.Request) -> str:
+        """The stored thumbnail of one collection row, as an image (inline image content for MCP clients).
+
+        Args:
+            row_id: the row's id, as in a hit's "id" from /search, /search_text, /search_image or /similar_to.
+        """
+        return str(ctx.pipeline_for(request).thumbnail(row_id))
+
+    with gr.Row(visible=False):
+        row_id = gr.Number(label="Row id", precision=0)
+        image = gr.Image(type="filepath", label="Thumbnail", format="jpeg")
+        trigger = gr.Button("Thumbnail")
+    trigger.click(ctx.guard(thumbnail), row_id, image, api_name="thumbnail", concurrency_limit=None)
+
+
 def footer(ctx: AppContext) -> str:
     """The footer line under the tabs."""
     if ctx.pipeline is None:
@@ -78,6 +97,7 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
             explore_tab(ctx, handlers, searches)
         gr.Markdown(footer(ctx), elem_id="info-footer")
         gr.api(info_handler(ctx), api_name="info", concurrency_limit=None, queue=False)
+        thumbnail_api(ctx)
         explore_api(ctx)
         attach_session_end(demo, ctx)
     demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
