@@ -162,12 +162,13 @@ def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_fast_flat_search_equals_faiss_top_k(tmp_path):
+@pytest.mark.parametrize("shards", [None, 3])  # one shard (small collection), or cut in three scanned side by side
+def test_fast_flat_search_equals_faiss_top_k(tmp_path, shards):
     x = _vectors(6000, 48, seed=3)
     save_index(build_index(x, "Flat"), tmp_path / "index.faiss")
     index = load_index(tmp_path / "index.faiss")  # memory-mapped, as the app loads it
-    searcher = make_searcher(index)
-    assert isinstance(searcher, HalfFlatSearcher)
+    searcher = make_searcher(index) if shards is None else HalfFlatSearcher(index, shards=shards)
+    assert isinstance(searcher, HalfFlatSearcher) and len(searcher.shards) == (shards or 1)
     rng = np.random.default_rng(4)
     queries = x[rng.integers(0, len(x), 60)] + 0.02 * rng.standard_normal((60, 48)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -190,10 +191,10 @@ def test_fast_flat_search_widens_to_exact():
     x = base + 3e-3 * np.linalg.norm(base) * rng.standard_normal((3000, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     index = build_index(x, "Flat")
-    searcher = HalfFlatSearcher(index)
+    searcher = HalfFlatSearcher(index, shards=2)
     widened = []
-    range_half = searcher.half.range_search
-    searcher.half.range_search = lambda q, radius: widened.append(radius) or range_half(q, radius)
+    within = searcher.within
+    searcher.within = lambda q, radius: widened.append(radius) or within(q, radius)
     for row in (7, 100, 2000):
         scores, ids = searcher.search(x[row], 10)
         truth_scores, truth_ids = index.search(x[row][None], 10)
