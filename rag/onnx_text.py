@@ -1,10 +1,9 @@
 """The int8 CLIP text tower through ONNX Runtime: exported once per model into the cache, then reused.
 
-Measured on 2 vCPU (benchmarks/quantize.py): a one-query text forward takes ~45 ms in fp32 torch, ~28 ms
-with ``torch.ao`` dynamic int8 and ~8 ms with ONNX Runtime's dynamic int8. The export (TorchScript
-exporter) and quantisation take a few seconds once per model; the result is cached under
-``<cache>/onnx/<key>/`` where the key hashes the weights, so a changed model is exported again and a
-restart with the same one loads in under a second. ``rag.quantize`` checks the runner against fp32 on
+Measured on 2 vCPU (benchmarks/quantize.py, one query): ~56 ms in fp32 torch, ~21 ms with ``torch.ao``
+dynamic int8 and ~12 ms with ONNX Runtime's dynamic int8. The export (TorchScript exporter) and
+quantisation take ~6 s once per model; the result is cached under ``<cache>/onnx/<key>/`` where the key
+hashes the weights, so a changed model is exported again and a restart with the same one loads in under a second. ``rag.quantize`` checks the runner against fp32 on
 probe texts before it is used, exactly as for the torch path.
 """
 

@@ -1,13 +1,13 @@
-"""Cheaper encoders: int8 dynamic quantisation (CPU) or fp16 (CUDA) of CLIP's towers, kept only if faithful.
+"""Cheaper encoders: int8 (CPU) or fp16 (CUDA) CLIP towers, kept only if faithful to fp32.
 
-Chosen by measurement (benchmarks/quantize_choice.py, random-weight ViT-B/32 text tower on 2 vCPU):
-``torch.ao.quantization.quantize_dynamic`` int8 runs at ~0.37x the fp32 latency with min cosine 0.998;
-torchao 0.18's int8 configs are 10-20x *slower* than fp32 on CPU without ``torch.compile``; ONNX Runtime
-int8 is faster per query (~0.14x) but needs an ONNX export of each model at every cold start (~30 s on a
-loaded 2-core machine), two more dependencies and per-architecture export code for ``RAG_TEXT_MODEL``.
+Chosen by measurement (benchmarks/quantize.py, random-weight ViT-B/32 text tower, one query, idle 2 vCPU):
+fp32 55.6 ms; ``torch.ao.quantization.quantize_dynamic`` int8 20.6 ms (min cosine 0.998); ONNX Runtime
+int8 11.6 ms (0.999), exported once per model into the cache (rag.onnx_text). So the app's int8 text
+tower runs in ONNX Runtime, with torch's dynamic int8 as the fallback for models it cannot export and for
+builds (image and text towers); torchao 0.18's int8 configs were slower than fp32 on CPU.
 
 Every conversion is checked: fixed probe texts (and images, for the image tower) are encoded before and
-after; below ``MIN_COSINE`` the fp32 modules are put back and the reason is logged.
+after; below ``MIN_COSINE`` the next way is tried, then the fp32 modules are put back and the reason logged.
 """
 
 from __future__ import annotations
