@@ -19,7 +19,7 @@ from pathlib import Path
 from rag.build import BuildOptions, build_collection
 from rag.build_paths import UnsafeOutput, check_output
 from rag.collection import Collection, data_files
-from rag.config import DEFAULT_CAPTIONER_MODELS, DEFAULT_EMBEDDING_MODEL, hf_token
+from rag.config import DEFAULT_CAPTIONER_MODELS, DEFAULT_EMBEDDING_MODEL, default_cache_dir, hf_token
 from rag.errors import RagError
 from rag.hub import push_collection, resolve_collection
 
@@ -223,7 +223,7 @@ def _build_local(args: argparse.Namespace, source, token: str | None):
     from rag.quantize import quantize_for_build
 
     encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
-    quantized = quantize_for_build(encoder, args.quantize)
+    quantized = quantize_for_build(encoder, args.quantize, cache_dir=default_cache_dir())  # ONNX exports cached there
     captioner = (
         load_captioner("git", args.captioner_model, encoder, device=args.device, token=token)
         if args.caption_missing else None

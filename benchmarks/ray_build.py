@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def main() -> None:
         row["ratio_vs_local"] = row["images_per_s"] / base
         row["10M_rows_days_extrapolated"] = ROWS_10M / row["images_per_s"] / 86_400
     report("ray_build", f"Build: local vs Ray, random-weight CLIP ViT-B/32, {args.images} JPEGs 500x375, "
-           f"batch {args.batch_size} (other agents were loading this machine)", rows,
+           f"batch {args.batch_size} (load average {os.getloadavg()[0]:.1f} at start)", rows,
            ["engine", "seconds", "images_per_s", "ratio_vs_local", "driver_peak_MB", "tree_peak_MB",
             "10M_rows_days_extrapolated"])
 

@@ -61,6 +61,7 @@ class Encoder:
         self._lock = threading.Lock()
         # set by rag.quantize when an exported int8 text tower (rag.onnx_text) passed its fidelity check
         self.text_runner: Callable[[Any], np.ndarray] | None = None
+        self.image_runner: Callable[[Any], np.ndarray] | None = None  # idem, the image tower (int8 builds)
         probe = self.encode_texts(["a photo"])
         self.dim = int(probe.shape[1])
         if text_model_id:
@@ -97,6 +98,10 @@ class Encoder:
 
     def embed_features(self, features: dict[str, Any]) -> np.ndarray:
         """The forward pass on preprocessed inputs: normalised vectors."""
+        runner = self.image_runner
+        if runner is not None:
+            with self._lock:
+                return _normalise(runner(features))
         moved = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         with self._lock, torch.inference_mode():
             output = self.model.forward(moved)

@@ -24,7 +24,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-INT8_FILE = "text.int8.onnx"
+INT8_FILE = "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
 
 
@@ -48,18 +48,18 @@ class TextTower(nn.Module):
         return getattr(out, "pooler_output", out)
 
 
-def weights_key(owner: nn.Module) -> str:
-    """A short hash of the text tower's weights and the exporting libraries: the cache folder's name."""
+def weights_key(owner: nn.Module, tower: str = "text") -> str:
+    """A short hash of one tower's weights and the exporting libraries: the cache folder's name."""
     import onnxruntime
 
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{type(owner).__name__} torch {torch.__version__} ort {onnxruntime.__version__}".encode())
+    digest.update(f"{type(owner).__name__} {tower} torch {torch.__version__} ort {onnxruntime.__version__}".encode())
     for name, tensor in owner.state_dict().items():
-        if "vision" in name or "visual" in name:
+        if ("vision" in name or "visual" in name) != (tower == "image"):
             continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return f"{tower}-{digest.hexdigest()}" if tower != "text" else digest.hexdigest()
 
 
 class _QuietQuantizer(logging.Filter):
@@ -69,8 +69,10 @@ class _QuietQuantizer(logging.Filter):
         return "onnxruntime" not in record.pathname
 
 
-def export_int8(owner: nn.Module, sample: Mapping[str, torch.Tensor], folder: Path) -> Path:
-    """Export the text tower to ONNX and quantise its weights to int8 in ``folder`` (written atomically)."""
+def export_quantized(module: nn.Module, inputs: Mapping[str, torch.Tensor], dynamic: Mapping[str, dict[int, str]],
+                     folder: Path) -> Path:
+    """Export ``module(*inputs)`` to ONNX and quantise its weights to int8 as ``folder/INT8_FILE``, atomically
+    (an existing export is reused)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = folder / INT8_FILE
@@ -81,22 +83,25 @@ def export_int8(owner: nn.Module, sample: Mapping[str, torch.Tensor], folder: Pa
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                TextTower(owner).eval(), tuple(sample[name] for name in INPUTS), str(work / "text.onnx"),
-                input_names=list(INPUTS), output_names=["embedding"], opset_version=17, dynamo=False,
-                dynamic_axes={name: {0: "batch", 1: "tokens"} for name in INPUTS},
-            )
+            torch.onnx.export(module.eval(), tuple(inputs.values()), str(work / "model.onnx"), input_names=list(inputs),
+                              output_names=["embedding"], opset_version=17, dynamo=False, dynamic_axes=dict(dynamic))
         quiet = _QuietQuantizer()
         logging.getLogger().addFilter(quiet)
         try:
-            quantize_dynamic(str(work / "text.onnx"), str(work / INT8_FILE), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(work / "model.onnx"), str(work / INT8_FILE), weight_type=QuantType.QInt8)
         finally:
             logging.getLogger().removeFilter(quiet)
-        (work / "text.onnx").unlink()
+        (work / "model.onnx").unlink()
         os.replace(work, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def export_int8(owner: nn.Module, sample: Mapping[str, torch.Tensor], folder: Path) -> Path:
+    """Export the text tower to ONNX and quantise its weights to int8 in ``folder`` (written atomically)."""
+    inputs = {name: sample[name] for name in INPUTS}
+    return export_quantized(TextTower(owner), inputs, {name: {0: "batch", 1: "tokens"} for name in INPUTS}, folder)
 
 
 class OnnxTextRunner:

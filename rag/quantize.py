@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from .config import parse_quantize
+from .onnx_image import int8_image_runner
 from .onnx_text import int8_text_runner
 
 log = logging.getLogger(__name__)
@@ -154,17 +155,29 @@ def fidelity(reference: np.ndarray, converted: np.ndarray) -> float:
     return float(np.min(np.sum(reference * converted, axis=1)))
 
 
-def _attach_onnx_text(encoder: Any, cache_dir: Path) -> Callable[[], None]:
-    """Route the encoder's text queries through the cached int8 ONNX Runtime tower; returns the undo."""
-    encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir)
-    return lambda: setattr(encoder, "text_runner", None)
+def _attach_onnx(encoder: Any, towers: tuple[str, ...], cache_dir: Path) -> Callable[[], None]:
+    """Route the encoder's towers through cached int8 ONNX Runtime exports; returns the undo."""
+    if "text" in towers:
+        encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir)
+    if "image" in towers:
+        sample = lambda: encoder.preprocess_images(probe_images(2))  # noqa: E731
+        try:
+            encoder.image_runner = int8_image_runner(encoder.model, sample, cache_dir)
+        except RuntimeError:
+            encoder.text_runner = None
+            raise
+
+    def undo() -> None:
+        encoder.text_runner = encoder.image_runner = None
+
+    return undo
 
 
 def _conversions(encoder: Any, towers: tuple[str, ...], mode: str, cache_dir: Path | None) -> list[tuple[str, Callable]]:
-    """The ways to try, fastest first: ONNX Runtime for an int8 text tower (when a cache folder is given), then torch."""
+    """The ways to try, fastest first: ONNX Runtime for int8 (when a cache folder is given), then torch."""
     ways: list[tuple[str, Callable]] = []
-    if mode == "int8" and towers == ("text",) and cache_dir is not None:
-        ways.append(("onnxruntime", lambda: _attach_onnx_text(encoder, cache_dir)))
+    if mode == "int8" and cache_dir is not None and (encoder.text_model is encoder.model or towers == ("text",)):
+        ways.append(("onnxruntime", lambda: _attach_onnx(encoder, towers, cache_dir)))
     ways.append(("torch", lambda: swap_towers(encoder, towers, mode)))
     return ways
 
@@ -215,8 +228,9 @@ def quantize_captioner(captioner: Any, requested: str | None) -> str:
     return "int8"
 
 
-def quantize_for_build(encoder: Any, requested: str | None) -> str:
-    """``index_build.py --quantize``: int8 or none as asked; unset means fp16 on CUDA and exact fp32 elsewhere."""
+def quantize_for_build(encoder: Any, requested: str | None, cache_dir: Path | None = None) -> str:
+    """``index_build.py --quantize``: int8 or none as asked; unset means fp16 on CUDA and exact fp32 elsewhere.
+    With ``cache_dir``, int8 runs both towers in ONNX Runtime (exports cached there), else in torch."""
     if requested is None:
         requested = "auto" if encoder.device.startswith("cuda") else "none"
-    return quantize_encoder(encoder, requested, towers=("image", "text")).mode
+    return quantize_encoder(encoder, requested, towers=("image", "text"), cache_dir=cache_dir).mode

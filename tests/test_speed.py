@@ -112,7 +112,7 @@ def test_cpu_auto_runs_the_text_tower_in_onnxruntime_int8_exported_once(tiny_cli
     assert (result.mode, result.engine) == ("int8", "onnxruntime") and result.min_cosine >= quantize.MIN_COSINE
     assert _quantised_linears(encoder.model) == 0  # torch modules untouched: the image tower stays exact
     assert np.min(np.sum(encoder.encode_texts(QUERIES) * reference, axis=1)) >= quantize.MIN_COSINE
-    exported = list((tmp_path / "onnx").glob("*/text.int8.onnx"))
+    exported = list((tmp_path / "onnx").glob("*/model.int8.onnx"))
     assert len(exported) == 1
     stamp = exported[0].stat().st_mtime_ns
     again = Encoder(tiny_clip_dir)
@@ -212,7 +212,8 @@ def test_other_indexes_are_searched_as_they_are():
 
 
 @pytest.mark.parametrize("flag", [["--quantize", "int8"], []])
-def test_build_records_quantize_in_the_manifest(tiny_clip_dir, tmp_path, flag):
+def test_build_records_quantize_in_the_manifest(tiny_clip_dir, tmp_path, flag, monkeypatch):
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
     folder = write_shape_folder(tmp_path / "src", n=12)
     out = tmp_path / "col"
     code = index_build.main(["--images", str(folder), "--captions", str(folder / "captions.csv"), "--model",
@@ -220,3 +221,17 @@ def test_build_records_quantize_in_the_manifest(tiny_clip_dir, tmp_path, flag):
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["build"]["quantize"] == ("int8" if flag else "none")
+    # int8 on CPU runs both towers in ONNX Runtime, exported once into RAG_CACHE_DIR/onnx
+    exported = sorted(p.parent.name for p in (tmp_path / "cache").glob("onnx/*/model.int8.onnx"))
+    assert len(exported) == (2 if flag else 0) and sum(name.startswith("image-") for name in exported) == len(exported) // 2
+
+
+def test_int8_build_vectors_stay_faithful_to_fp32(tiny_clip_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    folder = write_shape_folder(tmp_path / "src", n=12)
+    common = ["--images", str(folder), "--model", tiny_clip_dir, "--no-progress"]
+    assert index_build.main([*common, "--out", str(tmp_path / "fp32")]) == 0
+    assert index_build.main([*common, "--out", str(tmp_path / "int8"), "--quantize", "int8"]) == 0
+    exact = load_index(tmp_path / "fp32" / "index.faiss").reconstruct_n(0, 12)
+    quantised = load_index(tmp_path / "int8" / "index.faiss").reconstruct_n(0, 12)
+    assert np.min(np.sum(exact * quantised, axis=1)) >= quantize.MIN_COSINE
