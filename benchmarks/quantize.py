@@ -4,8 +4,8 @@ A random-weight CLIP of the real ViT-B/32 size (weights do not change the time).
 1. ways to run the text tower for one query, interleaved call by call: fp32, ``quantize_dynamic`` int8 (the
    fallback), ONNX Runtime fp32 and int8 (rag.onnx_text: what RAG_QUANTIZE=auto uses; export timed) and,
    where installed, torchao int8 configs;
-2. fidelity against fp32 over generated texts (the int8 text tower the app runs) and images (torch int8, as
-   ``index_build.py --quantize int8`` runs it): min / mean cosine;
+2. fidelity against fp32 over generated texts (the int8 text tower the app runs) and images (ONNX Runtime
+   int8, as ``index_build.py --quantize int8`` runs it, and torch int8, its fallback): min / mean cosine;
 3. ``Pipeline.search_text`` p50 on a 30k-row synthetic Flat collection, fp32 vs RAG_QUANTIZE=auto (int8),
    fresh queries each call (no cache hits), plus a repeated query (cache hit).
 Usage: python -m benchmarks.quantize [--texts 1000] [--images 1000] [--rows 30000] [--calls 30]
@@ -137,7 +137,8 @@ def fidelity(model_dir: str, n_texts: int, n_images: int, work: Path) -> list[di
     sample_texts = texts(n_texts)
     images = [image for image, _, _ in make_shape_images(n_images, seed=3, size=128)]
     rows = []
-    for what, towers, cache in (("text", ("text",), work / "cache"), ("image", ("image",), None)):
+    for what, towers, cache in (("text", ("text",), work / "cache"), ("image", ("image",), work / "cache"),
+                                ("image", ("image",), None)):
         encoder = Encoder(model_dir)
         encode = (lambda: encoder.encode_texts(sample_texts)) if what == "text" else (lambda: encoder.encode_images(images))
         reference = encode()
