@@ -68,9 +68,16 @@ def test_no_wcag_violations_in_any_state(browser, served, scheme):  # noqa: F811
         page.locator("#query textarea").fill(" ")
         page.locator("#search-text-button").click()
         page.locator("[data-testid=toast-text]").get_by_text("Type a text query").wait_for()
-        page.wait_for_function(  # the toast fades in: measure its colours once it is fully shown
-            "() => [...document.querySelectorAll('[data-testid=toast-body]')].every(e => getComputedStyle(e).opacity === '1')"
+        page.wait_for_function(  # the toast fades and flies in: measure its colours once it and its wrappers are opaque
+            """() => [...document.querySelectorAll('[data-testid=toast-body]')].every(e => {
+                for (let n = e; n; n = n.parentElement) if (getComputedStyle(n).opacity !== '1') return false;
+                return true; })"""
         )
+        page.wait_for_function(  # and no animation is still running inside or around it
+            """() => document.getAnimations().every(a => a.playState !== 'running' || !a.effect || !a.effect.target
+                || !(a.effect.target.closest('[data-testid=toast-body]') || a.effect.target.querySelector?.('[data-testid=toast-body]')))"""
+        )
+        page.wait_for_timeout(300)  # colour transitions (not animations) settle too
         found["text tab, error shown"] = violations(page)
         page.get_by_role("tab", name="Image → image").click()
         page.locator("#image-query").wait_for()
