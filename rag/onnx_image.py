@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx_text import clip_text_owner, export_quantized, weights_key
+from .onnx_text import clip_owner, cpu_session, export_quantized, exported_runner, weights_key
 
 INPUT = "pixel_values"
 
@@ -35,11 +35,7 @@ class OnnxImageRunner:
     """Runs the exported int8 image tower on the SentenceTransformer's own preprocessed pixels."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)  # batches of images: the pool is worth it here
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)  # batches of images: a pool is worth it here
         self.path = path
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
@@ -55,15 +51,13 @@ def int8_image_runner(model: Any, preprocess: Any, cache_dir: Path) -> OnnxImage
     ``preprocess`` makes a sample batch. Raises ``RuntimeError`` with the reason when the path cannot run
     here (no ``get_image_features``, onnxruntime missing, an export failure); the caller stays on torch.
     """
-    owner = clip_text_owner(model)
-    if owner is None or not callable(getattr(owner, "get_image_features", None)):
+    owner = clip_owner(model, "get_image_features")
+    if owner is None:
         raise RuntimeError(f"{type(model).__name__} has no CLIP-like image tower to export")
-    try:
-        sample = preprocess()[INPUT]
+
+    def make() -> OnnxImageRunner:
         folder = Path(cache_dir) / "onnx" / weights_key(owner, tower="image")
-        path = export_quantized(ImageTower(owner), {INPUT: sample}, {INPUT: {0: "batch"}}, folder)
+        path = export_quantized(ImageTower(owner), {INPUT: preprocess()[INPUT]}, {INPUT: {0: "batch"}}, folder)
         return OnnxImageRunner(path, threads=torch.get_num_threads())
-    except ImportError as exc:
-        raise RuntimeError(f"onnxruntime is not installed ({exc})") from exc
-    except Exception as exc:  # the exporter raises many types; any of them only means "stay on torch"
-        raise RuntimeError(f"ONNX export of the image tower failed: {type(exc).__name__}: {exc}") from exc
+
+    return exported_runner("image", make)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ INT8_FILE = "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask")
 
 
-def clip_text_owner(model: nn.Module) -> nn.Module | None:
-    """The module inside a SentenceTransformer that has ``get_text_features`` (CLIP, SigLIP), if any."""
+def clip_owner(model: nn.Module, method: str = "get_text_features") -> nn.Module | None:
+    """The module inside a SentenceTransformer that has ``method`` (CLIP, SigLIP: ``get_text_features`` /
+    ``get_image_features``), if any."""
     for module in model.modules():
-        if callable(getattr(module, "get_text_features", None)):
+        if callable(getattr(module, method, None)):
             return module
     return None
 
@@ -59,7 +60,7 @@ def weights_key(owner: nn.Module, tower: str = "text") -> str:
             continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return f"{tower}-{digest.hexdigest()}" if tower != "text" else digest.hexdigest()
+    return f"{tower}-{digest.hexdigest()}"
 
 
 class _QuietQuantizer(logging.Filter):
@@ -98,6 +99,27 @@ def export_quantized(module: nn.Module, inputs: Mapping[str, torch.Tensor], dyna
     return target
 
 
+def cpu_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def exported_runner(tower: str, make: Callable[[], Any]) -> Any:
+    """``make()`` (export or load, then wrap in a runner), any failure turned into ``RuntimeError`` with the
+    reason: onnxruntime missing or an export failure only means "stay on torch" to the caller."""
+    try:
+        return make()
+    except ImportError as exc:
+        raise RuntimeError(f"onnxruntime is not installed ({exc})") from exc
+    except Exception as exc:  # the exporter raises many types
+        raise RuntimeError(f"ONNX export of the {tower} tower failed: {type(exc).__name__}: {exc}") from exc
+
+
 def export_int8(owner: nn.Module, sample: Mapping[str, torch.Tensor], folder: Path) -> Path:
     """Export the text tower to ONNX and quantise its weights to int8 in ``folder`` (written atomically)."""
     inputs = {name: sample[name] for name in INPUTS}
@@ -108,15 +130,10 @@ class OnnxTextRunner:
     """Runs the exported int8 text tower on features from the SentenceTransformer's own ``preprocess``."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
         # one thread: a one-query forward gains nothing from a pool (measured 7.1 ms on 1 thread, 6.2 ms on 2
         # on 2 vCPU), and a pool's busy-waiting threads slowed the app's torch work (image queries, the
         # captioner) on the same cores by 1.8x
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.path = path
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
@@ -131,15 +148,12 @@ def int8_text_runner(text_model: Any, cache_dir: Path) -> OnnxTextRunner:
     Raises ``RuntimeError`` with the reason when this model or machine cannot take the path (no
     ``get_text_features``, onnxruntime missing, an export failure); the caller then stays on torch.
     """
-    owner = clip_text_owner(text_model)
+    owner = clip_owner(text_model)
     if owner is None:
         raise RuntimeError(f"{type(text_model).__name__} has no CLIP-like text tower to export")
-    try:
+
+    def make() -> OnnxTextRunner:
         folder = Path(cache_dir) / "onnx" / weights_key(owner)
-        sample = text_model.preprocess(["a photo of a dog"])
-        path = export_int8(owner, sample, folder)
-        return OnnxTextRunner(path, threads=1)
-    except ImportError as exc:
-        raise RuntimeError(f"onnxruntime is not installed ({exc})") from exc
-    except Exception as exc:  # the exporter raises many types; any of them only means "stay on torch"
-        raise RuntimeError(f"ONNX export of the text tower failed: {type(exc).__name__}: {exc}") from exc
+        return OnnxTextRunner(export_int8(owner, text_model.preprocess(["a photo of a dog"]), folder), threads=1)
+
+    return exported_runner("text", make)

@@ -2,9 +2,9 @@
 
 Chosen by measurement (benchmarks/quantize.py, random-weight ViT-B/32 text tower, one query, idle 2 vCPU):
 fp32 55.6 ms; ``torch.ao.quantization.quantize_dynamic`` int8 20.6 ms (min cosine 0.998); ONNX Runtime
-int8 11.6 ms (0.999), exported once per model into the cache (rag.onnx_text). So the app's int8 text
-tower runs in ONNX Runtime, with torch's dynamic int8 as the fallback for models it cannot export and for
-builds (image and text towers); torchao 0.18's int8 configs were slower than fp32 on CPU.
+int8 11.6 ms (0.999), exported once per model into the cache (rag.onnx_text). So int8 towers run in ONNX
+Runtime (the app's text tower; both towers of an ``--quantize int8`` build, rag.onnx_image), with torch's
+dynamic int8 as the fallback for models it cannot export; torchao 0.18's int8 configs were slower than fp32.
 
 Every conversion is checked: fixed probe texts (and images, for the image tower) are encoded before and
 after; below ``MIN_COSINE`` the next way is tried, then the fp32 modules are put back and the reason logged.
@@ -156,27 +156,27 @@ def fidelity(reference: np.ndarray, converted: np.ndarray) -> float:
 
 
 def _attach_onnx(encoder: Any, towers: tuple[str, ...], cache_dir: Path) -> Callable[[], None]:
-    """Route the encoder's towers through cached int8 ONNX Runtime exports; returns the undo."""
-    if "text" in towers:
-        encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir)
-    if "image" in towers:
-        sample = lambda: encoder.preprocess_images(probe_images(2))  # noqa: E731
-        try:
-            encoder.image_runner = int8_image_runner(encoder.model, sample, cache_dir)
-        except RuntimeError:
-            encoder.text_runner = None
-            raise
+    """Route the encoder's towers through cached int8 ONNX Runtime exports (both or neither); returns the undo."""
 
     def undo() -> None:
         encoder.text_runner = encoder.image_runner = None
 
+    try:
+        if "text" in towers:
+            encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir)
+        if "image" in towers:
+            sample = lambda: encoder.preprocess_images(probe_images(2))  # noqa: E731
+            encoder.image_runner = int8_image_runner(encoder.model, sample, cache_dir)
+    except RuntimeError:
+        undo()
+        raise
     return undo
 
 
 def _conversions(encoder: Any, towers: tuple[str, ...], mode: str, cache_dir: Path | None) -> list[tuple[str, Callable]]:
     """The ways to try, fastest first: ONNX Runtime for int8 (when a cache folder is given), then torch."""
     ways: list[tuple[str, Callable]] = []
-    if mode == "int8" and cache_dir is not None and (encoder.text_model is encoder.model or towers == ("text",)):
+    if mode == "int8" and cache_dir is not None:
         ways.append(("onnxruntime", lambda: _attach_onnx(encoder, towers, cache_dir)))
     ways.append(("torch", lambda: swap_towers(encoder, towers, mode)))
     return ways
@@ -188,8 +188,8 @@ def quantize_encoder(
 ) -> QuantizeResult:
     """Convert the encoder's towers as ``requested`` (resolved for its device), undone if probes drift below ``min_cosine``.
 
-    With ``cache_dir``, an int8 text tower is first tried through ONNX Runtime (rag.onnx_text, ~3x faster
-    than torch's int8 on 2 vCPU); if that cannot run here or is not faithful, torch's dynamic int8 is tried.
+    With ``cache_dir``, int8 towers are first tried through ONNX Runtime (rag.onnx_text, rag.onnx_image:
+    exports cached there); if that cannot run here or is not faithful, torch's dynamic int8 is tried.
     """
     requested = parse_quantize(requested)
     mode = resolve_mode(requested, encoder.device)
