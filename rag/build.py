@@ -268,7 +268,7 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
             "quantize": options.quantize,
         },
     )
-    write_build_map(partial, vectors, options, manifest)
+    write_build_map(partial, lambda: vectors, options, manifest)
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / CHUNKS_DIR)
     (partial / BUILD_STATE).unlink()
@@ -276,12 +276,13 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
     return manifest
 
 
-def write_build_map(partial: Path, vectors: np.ndarray, options: Any, manifest: Manifest) -> None:
+def write_build_map(partial: Path, vectors: Callable[[], np.ndarray], options: Any, manifest: Manifest) -> None:
     """map.parquet for --map (``options.map``, ``.map_seed``, ``.progress``; recorded in manifest.build), for the
-    local and Ray builders alike; a stale one from an interrupted run never survives."""
+    local and Ray builders alike; ``vectors()`` is called only when a map is asked for. A stale map from an
+    interrupted run never survives."""
     from .map_store import store_map
 
     (partial / MAP_FILE).unlink(missing_ok=True)
     if options.map:
-        manifest.build["map"] = store_map(partial / MAP_FILE, vectors, seed=options.map_seed, progress=options.progress)
+        manifest.build["map"] = store_map(partial / MAP_FILE, vectors(), seed=options.map_seed, progress=options.progress)
 

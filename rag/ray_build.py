@@ -242,8 +242,7 @@ def _finish(source: Source, options: RayOptions, partial: Path, out: Path, start
                "batch_size": options.batch_size, "engine": "ray", "workers": options.workers,
                "num_gpus": options.num_gpus},
     )
-    vectors = np.concatenate(list(part_vectors(partial, records, mmap=True))) if options.map else np.zeros((0, dim))
-    write_build_map(partial, vectors, options, manifest)
+    write_build_map(partial, lambda: np.concatenate(list(part_vectors(partial, records, mmap=True))), options, manifest)
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / PARTS_DIR)
     (partial / BUILD_STATE).unlink()
