@@ -61,6 +61,13 @@ def filters_json(labels: list[str] | None, column: str | None, operator: str | N
     return json.dumps(spec, ensure_ascii=False) if spec else ""
 
 
+def filter_choices(pipeline: Pipeline | None) -> tuple[list[str], list[str]]:
+    """The label picker's and the column picker's choices for a collection (none without one)."""
+    if pipeline is None:
+        return [], []
+    return frequent_labels(pipeline), pipeline.collection.filter_columns
+
+
 def refresh_choices(ctx: AppContext) -> Callable[..., tuple[Any, Any]]:
     """Handler: the label and column choices of the collection this session searches (its own after a build in
     the Build tab, else the Space's), keeping whatever the user picked that is still valid."""
@@ -68,8 +75,7 @@ def refresh_choices(ctx: AppContext) -> Callable[..., tuple[Any, Any]]:
     def refresh(labels: list[str] | None, column: str | None, request: gr.Request) -> tuple[Any, Any]:
         if ctx.pipeline is None:
             return gr.update(), gr.update()
-        pipeline = ctx.pipeline_for(request)
-        choices, columns = frequent_labels(pipeline), pipeline.collection.filter_columns
+        choices, columns = filter_choices(ctx.pipeline_for(request))
         return (gr.update(choices=choices, value=[v for v in labels or [] if v in choices], visible=bool(choices)),
                 gr.update(choices=columns, value=column if column in columns else None))
 
@@ -78,8 +84,7 @@ def refresh_choices(ctx: AppContext) -> Callable[..., tuple[Any, Any]]:
 
 def filter_controls(pipeline: Pipeline | None) -> FilterControls:
     """Lay out the controls from the collection's labels and columns; every change rewrites the JSON."""
-    labels = frequent_labels(pipeline) if pipeline is not None else []
-    columns = pipeline.collection.filter_columns if pipeline is not None else []
+    labels, columns = filter_choices(pipeline)
     with gr.Accordion("Filters", open=False, elem_id="search-filters-box"):
         with gr.Row():
             label_box = gr.Dropdown(
