@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import report
+from benchmarks.common import add_threads_option, apply_threads, report
 from PIL import Image, ImageDraw
 from testkit.tiny_models import make_random_clip_vit_b32
 
@@ -69,13 +69,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
-                        "machine other jobs load")
+    add_threads_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = make_random_clip_vit_b32(tmp / "vit-b32")

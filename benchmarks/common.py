@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -11,6 +13,44 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: torch's intra-op threads for the run (see ``apply_threads``)."""
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
+                        "machine other jobs load")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's threads when ``--threads`` was given."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def load_note() -> str:
+    """The 1-minute load average now, for a table title (other jobs on the machine move absolute times)."""
+    return f"load average {os.getloadavg()[0]:.1f} at start"
+
+
+def evaluation_results(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """``rag.evaluate`` in this process with ``env`` set for the run (RAG_QUANTIZE, RAG_CACHE_DIR... are read by
+    its Settings.from_env); the report's ``results``. ``argv`` must name an ``--out`` file."""
+    from rag import evaluate
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        code = evaluate.main(argv)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert code == 0, f"rag.evaluate failed with {env}"
+    return json.loads(Path(argv[argv.index("--out") + 1]).read_text())["results"]
 
 
 def machine() -> dict[str, Any]:

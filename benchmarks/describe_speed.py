@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import clustered_vectors, report
+from benchmarks.common import add_threads_option, apply_threads, clustered_vectors, evaluation_results, load_note, report
 from benchmarks.synthetic import write_synthetic_collection
 from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
 
@@ -103,23 +101,16 @@ def quality(sample: int, work: Path) -> list[dict]:
     from testkit.shapes import build_shapes, write_shape_folder
     from testkit.tiny_models import make_tiny_clip, make_tiny_git
 
-    from rag import evaluate
-
     clip, git = make_tiny_clip(work / "tiny-clip"), make_tiny_git(work / "tiny-git")
     collection = build_shapes(write_shape_folder(work / "shapes", n=96), work / "shapes-col", clip)
     rows = []
     for name, mode, beams, tokens in VARIANTS:
-        out = work / f"report-{len(rows)}.json"
-        os.environ["RAG_QUANTIZE"] = mode  # read by rag.evaluate's Settings.from_env; rag.startup applies it
-        try:
-            with variant(beams, tokens):
-                code = evaluate.main(["--collection", str(collection), "--captioner", "git", "--captioner-model", git,
-                                      "--sample", str(sample), "--k", "0,5", "--tasks", "t2i,describe",
-                                      "--out", str(out), "--no-progress"])
-        finally:
-            os.environ.pop("RAG_QUANTIZE", None)
-        assert code == 0, f"rag.evaluate failed for {name}"
-        results = json.loads(out.read_text())["results"]
+        with variant(beams, tokens):
+            results = evaluation_results(
+                ["--collection", str(collection), "--captioner", "git", "--captioner-model", git, "--sample", str(sample),
+                 "--k", "0,5", "--tasks", "t2i,describe", "--out", str(work / f"report-{len(rows)}.json"), "--no-progress"],
+                {"RAG_QUANTIZE": mode},
+            )
         by_k = results["describe"]["by_k"]
         rows.append({"variant": name, "t2i_R@1": results["t2i"]["R@1"] * 100, "t2i_R@10": results["t2i"]["R@10"] * 100,
                      "BLEU-4 k=0": by_k["0"]["bleu4"], "ROUGE-L k=0": by_k["0"]["rougeL_f"],
@@ -134,15 +125,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=24)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
-                        "machine other jobs load")
+    add_threads_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     logging.basicConfig(level=logging.WARNING)
-    load = f"load average {os.getloadavg()[0]:.1f} at start: other agents share this 2-core machine"
+    load = load_note()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.skip_speed:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import clustered_vectors, queries_near, report, rss_mb
+from benchmarks.common import clustered_vectors, load_note, queries_near, report, rss_mb
 
 from rag.flat_search import HalfFlatSearcher, flat_vectors, one_thread
 from rag.index import build_index, load_index, save_index
@@ -93,9 +92,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             rows += measure(size, args.queries, Path(tmp))
-    load = os.getloadavg()[0]
-    report("flat_search", f"Exact single-query search, 512-d, k={K}, {args.queries} queries per size "
-           f"(load average {load:.1f}: other agents share this machine)", rows,
+    report("flat_search", f"Exact single-query search, 512-d, k={K}, {args.queries} queries per size ({load_note()})", rows,
            ["rows", "method", "p50_ms", "p95_ms", "ratio_vs_numpy", "recall@10", "prepare_s", "extra_rss_mb"])
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import json
 import logging
-import os
 import tempfile
 import time
 import warnings
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmarks.common import clustered_vectors, report
+from benchmarks.common import add_threads_option, apply_threads, clustered_vectors, evaluation_results, load_note, report
 from benchmarks.synthetic import write_synthetic_collection
 from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
 
@@ -194,23 +192,15 @@ def evaluation_recall(rows: int, work: Path) -> list[dict]:
     from testkit.shapes import build_shapes, write_shape_folder
     from testkit.tiny_models import make_tiny_clip
 
-    from rag import evaluate
-
     clip = make_tiny_clip(work / "tiny-clip")
     collection = build_shapes(write_shape_folder(work / "eval-shapes", n=rows), work / "eval-col", clip)
     out = []
     for mode in ("none", "auto"):
-        report_file = work / f"eval-{mode}.json"
-        os.environ["RAG_QUANTIZE"] = mode  # read by rag.evaluate's Settings.from_env; rag.startup applies it
-        os.environ["RAG_CACHE_DIR"] = str(work / "eval-cache")
-        try:
-            code = evaluate.main(["--collection", str(collection), "--tasks", "t2i,i2t",
-                                  "--sample", str(rows), "--out", str(report_file), "--no-progress"])
-        finally:
-            os.environ.pop("RAG_QUANTIZE", None)
-            os.environ.pop("RAG_CACHE_DIR", None)
-        assert code == 0, f"rag.evaluate failed with RAG_QUANTIZE={mode}"
-        results = json.loads(report_file.read_text())["results"]
+        results = evaluation_results(
+            ["--collection", str(collection), "--tasks", "t2i,i2t", "--sample", str(rows),
+             "--out", str(work / f"eval-{mode}.json"), "--no-progress"],
+            {"RAG_QUANTIZE": mode, "RAG_CACHE_DIR": str(work / "eval-cache")},
+        )
         for task in ("t2i", "i2t"):
             r = results[task]
             out.append({"RAG_QUANTIZE": mode, "task": task, "queries": r["queries"], "R@1 %": 100 * r["R@1"],
@@ -226,15 +216,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--parts", default="ways,fidelity,search,recall", help="which tables: ways,fidelity,search,recall")
     parser.add_argument("--eval-rows", type=int, default=600, help="rows of the shapes fixture for the recall table")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives steadier ratios on a "
-                        "machine other jobs load")
+    add_threads_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     logging.basicConfig(level=logging.WARNING)
-    load = f"load average {os.getloadavg()[0]:.1f} at start: other agents share this 2-core machine"
+    load = load_note()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = make_random_clip_vit_b32(work / "vit-b32")
