@@ -16,12 +16,12 @@ import logging
 import sys
 from pathlib import Path
 
-from rag.build import BuildOptions, build_collection
-from rag.build_paths import UnsafeOutput, check_output
-from rag.collection import Collection, data_files
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.ingest.paths import UnsafeOutput, check_output
+from rag.collection.reader import Collection, data_files
 from rag.config import DEFAULT_CAPTIONER_MODELS, DEFAULT_EMBEDDING_MODEL, default_cache_dir, hf_token
 from rag.errors import RagError
-from rag.hub import push_collection, resolve_collection
+from rag.collection.hub import push_collection, resolve_collection
 
 
 
@@ -45,7 +45,7 @@ def _check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _map_arguments(parser: argparse.ArgumentParser) -> None:
-    """--map / --no-map, --map-seed and --add-map (the Explore tab's map, rag.map_store)."""
+    """--map / --no-map, --map-seed and --add-map (the Explore tab's map, rag.explore.map_file)."""
     group = parser.add_argument_group("map (the Space's Explore tab)")
     group.add_argument("--map", action=argparse.BooleanOptionalAction, default=True,
                        help="compute the 2-D map of all rows shown in the Explore tab (default: on)")
@@ -173,7 +173,7 @@ def _map_line(manifest) -> str:
 
 def add_map_command(args: argparse.Namespace, token: str | None) -> int:
     """--add-map: compute the map from the stored vectors, then optionally push the collection."""
-    from rag.map_store import add_map_to
+    from rag.explore.map_file import add_map_to
 
     target = add_map_to(args.add_map, args.out, args.revision, token, seed=args.map_seed, progress=not args.no_progress)
     print(f"added map.parquet to {target}")
@@ -196,11 +196,11 @@ def _source_path(args: argparse.Namespace) -> Path | None:
 
 
 def make_source(args: argparse.Namespace, token: str | None):
-    from rag.dataset_stream import open_dataset_source
-    from rag.sources import FolderSource
+    from rag.ingest.dataset_stream import open_dataset_source
+    from rag.ingest.sources import FolderSource
 
     if args.images:
-        from rag.archives import ArchiveSource, is_archive
+        from rag.ingest.archives import ArchiveSource, is_archive
 
         if is_archive(args.images):  # same safe extraction as the Space's Build tab, into a temporary folder
             return ArchiveSource(args.images, None, args.label_from_folder, args.limit, captions_file=args.captions)
@@ -218,9 +218,9 @@ def make_source(args: argparse.Namespace, token: str | None):
 
 def _build_local(args: argparse.Namespace, source, token: str | None):
     """Today's builder: decode threads and one model in this process."""
-    from rag.captioner import load_captioner
-    from rag.encoder import Encoder
-    from rag.quantize import quantize_for_build
+    from rag.models.captioner import load_captioner
+    from rag.models.encoder import Encoder
+    from rag.models.quantize import quantize_for_build
 
     encoder = Encoder(args.model, revision=args.model_revision, device=args.device, token=token)
     quantized = quantize_for_build(encoder, args.quantize, cache_dir=default_cache_dir())  # ONNX exports cached there
@@ -239,7 +239,7 @@ def _build_local(args: argparse.Namespace, source, token: str | None):
 def _build_ray(args: argparse.Namespace, source, token: str | None):
     """The Ray builder: the model loads in the replicas only, never in this (driver) process."""
     try:
-        from rag.ray_build import RayOptions, build_collection_ray
+        from rag.ingest.ray.engine import RayOptions, build_collection_ray
     except ImportError as exc:
         raise RagError(f"--engine ray needs Ray: pip install -r requirements-build.txt ({exc})") from exc
     options = RayOptions(model=args.model, revision=args.model_revision, device=args.device, token=token,

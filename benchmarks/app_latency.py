@@ -30,7 +30,7 @@ from gradio_client import Client, handle_file
 
 import app
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 
 def _models(folder: Path) -> tuple[str, str]:
@@ -75,7 +75,7 @@ def main() -> None:
     clip, git = _models(args.models or work / "models")
     folder = write_shape_folder(work / "shapes", n=96)
     collection = build_shapes(folder, work / "collection", clip)
-    pipeline = Pipeline.from_settings(Settings(captioner="git", captioner_model=git, cache_dir=work / "cache"),
+    pipeline = open_pipeline(Settings(captioner="git", captioner_model=git, cache_dir=work / "cache"),
                                       collection_dir=collection)
     image = folder / "set_a" / "img_001.jpg"
 

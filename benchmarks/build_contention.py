@@ -32,11 +32,11 @@ from gradio_client import Client, handle_file
 from testkit.tiny_models import make_random_clip_vit_b32
 
 import app
-from rag.build import BuildOptions, build_collection
+from rag.ingest.builder import BuildOptions, build_collection
 from rag.config import Settings
-from rag.encoder import Encoder
-from rag.pipeline import Pipeline
-from rag.sources import FolderSource
+from rag.models.encoder import Encoder
+from rag.ingest.sources import FolderSource
+from rag.startup import open_pipeline
 
 QUERIES = ["a dog on the beach", "two people riding bicycles", "a red car", "a child with ice cream"]
 
@@ -95,7 +95,7 @@ def main() -> None:
         with zipfile.ZipFile(archive, "w") as out:
             for path in write_jpegs(tmp / "upload", args.images, seed=2):
                 out.write(path, f"photos/{path.name}")
-        pipeline = Pipeline.from_settings(Settings(cache_dir=tmp / "cache"), collection_dir=tmp / "space",
+        pipeline = open_pipeline(Settings(cache_dir=tmp / "cache"), collection_dir=tmp / "space",
                                           with_captioner=False)
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             os.environ["RAG_BUILD_BATCH_SIZE"] = str(batch_size)

@@ -17,10 +17,10 @@ from benchmarks.common import add_threads_option, apply_threads, report
 from PIL import Image, ImageDraw
 from testkit.tiny_models import make_random_clip_vit_b32
 
-from rag.build import BuildOptions, build_collection
-from rag.encoder import Encoder
-from rag.quantize import quantize_for_build
-from rag.sources import FolderSource
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.models.encoder import Encoder
+from rag.models.quantize import quantize_for_build
+from rag.ingest.sources import FolderSource
 
 
 def write_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:

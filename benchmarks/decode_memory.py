@@ -48,9 +48,9 @@ def serve(collection: str, cache: str, port: int) -> None:
     """Child process: load the pipeline, serve app.py, report ready, run until killed."""
     import app
     from rag.config import Settings
-    from rag.pipeline import Pipeline
+    from rag.startup import open_pipeline
 
-    pipeline = Pipeline.from_settings(Settings(cache_dir=Path(cache)), collection_dir=Path(collection),
+    pipeline = open_pipeline(Settings(cache_dir=Path(cache)), collection_dir=Path(collection),
                                       with_captioner=False)
     demo = app.build_demo(pipeline, captioner_error="no captioner in this benchmark")
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -6,7 +6,7 @@ parameters) and a random ViT-B/32 CLIP over a 2 000-row synthetic collection. Ra
 the end token, so every beam runs to the maximum length: a worst case for the length setting.
 Quality: ``python -m rag.evaluate`` (in-process) on the tiny shapes fixture (tiny trained CLIP and GIT),
 BLEU-4 / ROUGE-L at k = 0 and k = 5 and text->image recall, for the same settings.
-Variants are applied by setting rag.captioner's constants and RAG_QUANTIZE, as the Space would run them.
+Variants are applied by setting rag.models.captioner's constants and RAG_QUANTIZE, as the Space would run them.
 Usage: python -m benchmarks.describe_speed [--calls 5] [--sample 24] [--skip-quality]
 """
 
@@ -23,9 +23,10 @@ from benchmarks.common import add_threads_option, apply_threads, clustered_vecto
 from benchmarks.synthetic import write_synthetic_collection
 from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
 
-from rag import captioner as captioner_module
+from rag.models import captioner as captioner_module
 from rag.config import Settings
 from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 # name, RAG_QUANTIZE, beams with context, max new tokens
 VARIANTS = [
@@ -38,7 +39,7 @@ VARIANTS = [
 
 @contextlib.contextmanager
 def variant(beams: int, tokens: int):
-    """rag.captioner's beam/length settings for one call, restored after."""
+    """rag.models.captioner's beam/length settings for one call, restored after."""
     saved = captioner_module.GIT_CONTEXT_BEAMS, captioner_module.GIT_MAX_NEW_TOKENS
     captioner_module.GIT_CONTEXT_BEAMS, captioner_module.GIT_MAX_NEW_TOKENS = beams, tokens
     try:
@@ -74,7 +75,7 @@ def speed(calls: int, work: Path) -> list[dict]:
     git = make_random_git_base(work / "git-base")
     collection = write_synthetic_collection(work / "synthetic", clustered_vectors(2000), clip)
     pipelines = {
-        mode: Pipeline.from_settings(Settings(cache_dir=work / "cache", captioner="git", captioner_model=git, quantize=mode),
+        mode: open_pipeline(Settings(cache_dir=work / "cache", captioner="git", captioner_model=git, quantize=mode),
                                      collection_dir=collection)
         for mode in ("none", "auto")
     }

@@ -16,9 +16,9 @@ from benchmarks.common import clustered_vectors, report, summary
 from benchmarks.synthetic import write_synthetic_collection
 from testkit.tiny_models import make_random_clip_vit_b32
 
-from rag.collection import Collection
-from rag.encoder import Encoder
-from rag.index import search
+from rag.collection.reader import Collection
+from rag.models.encoder import Encoder
+from rag.search.index import search
 from rag.pipeline import Pipeline
 
 WORDS = "a dog cat man woman child red blue green running sitting beach street park water snow ball bike".split()

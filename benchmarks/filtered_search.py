@@ -1,9 +1,9 @@
 """Filtered search and near-duplicates: latency against unfiltered search, recall against brute force.
 
 Generated clustered 512-d unit vectors; filters pass a random 10% / 1% / 0.1% of the rows; k = 10, one query at a
-time through rag.filtered_search.search_page (what Pipeline.search runs). Flat at --flat-size (exact by
+time through rag.search.filtered.search_page (what Pipeline.search runs). Flat at --flat-size (exact by
 construction: recall is checked, not assumed), the `auto` index (HNSW32) at --hnsw-size. Then the duplicate
-groups of a --flat-size collection with 1% planted near-copies (rag.duplicates.find_duplicates).
+groups of a --flat-size collection with 1% planted near-copies (rag.search.duplicates.find_duplicates).
 
 Usage: python -m benchmarks.filtered_search [--flat-size 70000] [--hnsw-size 1000000] [--queries 50] [--no-duplicates]
 """
@@ -17,11 +17,11 @@ import numpy as np
 from benchmarks.common import clustered_vectors, queries_near, report, summary, timings
 
 import faiss
-from rag import filtered_search
-from rag.duplicates import find_duplicates
-from rag.filters import RowFilter
-from rag.filtered_search import search_page
-from rag.index import auto_factory, build_index
+from rag.search import filtered as filtered_search
+from rag.search.duplicates import find_duplicates
+from rag.search.filters import RowFilter
+from rag.search.filtered import search_page
+from rag.search.index import auto_factory, build_index
 
 K = 10
 SELECTIVITIES = (0.10, 0.01, 0.001)

@@ -1,6 +1,6 @@
-"""Exact single-query Flat search: rag.flat_search (fp16 scan + fp32 rescoring) vs FAISS IndexFlatIP vs NumPy.
+"""Exact single-query Flat search: rag.search.flat (fp16 scan + fp32 rescoring) vs FAISS IndexFlatIP vs NumPy.
 
-Generated clustered 512-d unit vectors written with rag.index.save_index and loaded memory-mapped with
+Generated clustered 512-d unit vectors written with rag.search.index.save_index and loaded memory-mapped with
 load_index, as the Space loads a collection. k = 10, one query at a time, each method in two blocks (A B C D,
 then again: interleaving call by call made NumPy's BLAS threads and FAISS's OpenMP threads spin against
 each other and inflated NumPy ~10x); ratios against NumPy ``X @ q`` (+ argpartition) on an in-RAM copy of the same vectors.
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from benchmarks.common import clustered_vectors, load_note, queries_near, report, rss_mb
 
-from rag.flat_search import HalfFlatSearcher, flat_vectors, one_thread
-from rag.index import build_index, load_index, save_index
+from rag.search.flat import HalfFlatSearcher, flat_vectors, one_thread
+from rag.search.index import build_index, load_index, save_index
 
 K = 10
 
@@ -43,7 +43,7 @@ def methods(index, searcher: HalfFlatSearcher) -> dict:
         "NumPy X @ q (baseline)": numpy_search,
         "FAISS IndexFlatIP (default threads)": lambda q: index.search(q, K)[1][0],
         "FAISS IndexFlatIP, 1 thread": faiss_one_thread,
-        "rag.flat_search (fp16 shards scanned side by side, fp32 rescoring)": lambda q: searcher.search(q, K)[1][0],
+        "rag.search.flat (fp16 shards scanned side by side, fp32 rescoring)": lambda q: searcher.search(q, K)[1][0],
     }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How long one Qwen2-VL describe holds a ZeroGPU slot: the basis of rag.zerogpu.DEFAULT_GPU_DURATION.
+"""How long one Qwen2-VL describe holds a ZeroGPU slot: the basis of rag.models.zerogpu.DEFAULT_GPU_DURATION.
 
 No GPU is available to this project's CI, so this measures what can be measured and states the rest:
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from benchmarks.common import report
 
-from rag.qwen2vl import QWEN_MAX_NEW_TOKENS, load_qwen2vl_processor
+from rag.models.qwen2vl import QWEN_MAX_NEW_TOKENS, load_qwen2vl_processor
 
 REAL_LAYERS = 28  # Qwen2-VL-2B text decoder
 REAL_BYTES = 2.21e9 * 2  # bf16 weights

@@ -40,7 +40,7 @@ ZOOM = f"""() => new Promise(done => {{
 
 def synthetic_points(rows: int, seed: int = 0):
     """Map points in 30 blobs with 30 labels (so 20 groups + "other"), like a real collection's map."""
-    from rag.explore import MapPoints, label_groups
+    from rag.explore.map_api import MapPoints, label_groups
 
     rng = np.random.default_rng(seed)
     owner = rng.integers(0, 30, rows)

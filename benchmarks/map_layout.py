@@ -36,7 +36,7 @@ def labelled_vectors(n: int, dim: int = 512, seed: int = 0) -> tuple[np.ndarray,
 
 def run_one(method: str, rows: int) -> dict:
     """Child process: time one layout and report peak memory above the data itself."""
-    from rag.layout import compute_layout
+    from rag.explore.layout import compute_layout
     from rag.metrics import map_quality
 
     vectors, labels = labelled_vectors(rows)

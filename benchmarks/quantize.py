@@ -2,7 +2,7 @@
 
 A random-weight CLIP of the real ViT-B/32 size (weights do not change the time). Three tables:
 1. ways to run the text tower for one query, interleaved call by call: fp32, ``quantize_dynamic`` int8 (the
-   fallback), ONNX Runtime fp32 and int8 (rag.onnx_text: what RAG_QUANTIZE=auto uses; export timed) and,
+   fallback), ONNX Runtime fp32 and int8 (rag.models.onnx_text: what RAG_QUANTIZE=auto uses; export timed) and,
    where installed, torchao int8 configs;
 2. fidelity against fp32 over generated texts (the int8 text tower the app runs) and images (ONNX Runtime
    int8, as ``index_build.py --quantize int8`` runs it, and torch int8, its fallback): min / mean cosine;
@@ -29,10 +29,11 @@ from benchmarks.synthetic import write_synthetic_collection
 from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
 
 from rag.config import Settings
-from rag.encoder import Encoder
+from rag.models.encoder import Encoder
 from rag.pipeline import Pipeline
-from rag.onnx_text import INPUTS, OnnxTextRunner, TextTower, export_int8
-from rag.quantize import convert_module, quantize_encoder
+from rag.startup import open_pipeline
+from rag.models.onnx_text import INPUTS, OnnxTextRunner, TextTower, export_int8
+from rag.models.quantize import convert_module, quantize_encoder
 
 WORDS = {
     "who": ["a man", "a woman", "two children", "an old dog", "a black cat", "a group of people", "a cyclist", "a chef"],
@@ -108,7 +109,7 @@ def candidate_ways(model_dir: str, calls: int, work: Path) -> list[dict]:
 
 
 def _onnx_ways(clip, probe, work: Path, notes: dict) -> dict:
-    """ONNX Runtime fp32 (a plain export) and int8 exactly as rag.onnx_text exports, caches and runs it."""
+    """ONNX Runtime fp32 (a plain export) and int8 exactly as rag.models.onnx_text exports, caches and runs it."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -116,7 +117,7 @@ def _onnx_ways(clip, probe, work: Path, notes: dict) -> dict:
         return {}
     start = time.perf_counter()
     int8 = OnnxTextRunner(export_int8(clip, probe, work / "onnx-int8"), threads=1)
-    notes["onnxruntime int8, rag.onnx_text (chosen)"] = (
+    notes["onnxruntime int8, rag.models.onnx_text (chosen)"] = (
         f"export + quantise {time.perf_counter() - start:.1f} s once per model (cached under RAG_CACHE_DIR/onnx)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -127,7 +128,7 @@ def _onnx_ways(clip, probe, work: Path, notes: dict) -> dict:
     options.intra_op_num_threads = torch.get_num_threads()
     fp32 = ort.InferenceSession(str(work / "fp32.onnx"), options, providers=["CPUExecutionProvider"])
     return {"onnxruntime fp32": (None, lambda f: fp32.run(None, {n: f[n].numpy() for n in INPUTS})[0]),
-            "onnxruntime int8, rag.onnx_text (chosen)": (None, int8)}
+            "onnxruntime int8, rag.models.onnx_text (chosen)": (None, int8)}
 
 
 def fidelity(model_dir: str, n_texts: int, n_images: int, work: Path) -> list[dict]:
@@ -167,7 +168,7 @@ def search_text(model_dir: str, rows: int, calls: int, work: Path) -> list[dict]
     interleaved one by one (torch and onnxruntime threads contend) and in blocks (one mode at a time)."""
     collection = write_synthetic_collection(work / "synthetic", clustered_vectors(rows), model_dir)
     pipelines = {
-        mode: Pipeline.from_settings(Settings(cache_dir=work / "cache", quantize=mode), collection_dir=collection,
+        mode: open_pipeline(Settings(cache_dir=work / "cache", quantize=mode), collection_dir=collection,
                                      with_captioner=False)
         for mode in ("none", "auto")
     }
@@ -229,7 +230,7 @@ def main() -> None:
             report("quantize_ways", f"Text tower, one query, random-weight ViT-B/32, {args.calls} interleaved calls ({load})",
                    candidate_ways(model_dir, args.calls, work), ["way", "p50_ms", "ratio", "min_cosine", "note"])
         if "fidelity" in parts:
-            report("quantize_fidelity", "rag.quantize int8 towers vs fp32, random-weight ViT-B/32",
+            report("quantize_fidelity", "rag.models.quantize int8 towers vs fp32, random-weight ViT-B/32",
                    fidelity(model_dir, args.texts, args.images, work),
                    ["inputs", "mode", "min_cosine", "mean_cosine", "probe_min_cosine"])
         if "search" in parts:

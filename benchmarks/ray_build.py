@@ -53,7 +53,7 @@ def run_one(engine: str, workers: int, folder: str, model: str, out: str, batch_
     import index_build
 
     if engine == "ray":
-        from rag.ray_build import connect
+        from rag.ingest.ray.engine import connect
 
         connect(None)  # the local Ray index_build would start, started before the clock
     sampler = TreePeak()

@@ -25,8 +25,8 @@ from benchmarks.common import ROOT, clustered_vectors, queries_near, report
 from benchmarks.synthetic import write_synthetic_collection
 
 import faiss
-from rag.collection import Manifest, verify_files
-from rag.index import auto_factory
+from rag.collection.reader import Manifest, verify_files
+from rag.search.index import auto_factory
 
 K = 10
 DIM = 512
@@ -36,8 +36,8 @@ SERVE = """
 import json, sys, time, numpy as np, psutil
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from rag.collection import Collection
-from rag.index import search
+from rag.collection.reader import Collection
+from rag.search.index import search
 p = psutil.Process(); base = p.memory_info().rss
 t = time.perf_counter(); c = Collection.open(Path({path!r}), verify_checksums=False); load = time.perf_counter() - t
 after_load = p.memory_info().rss

@@ -17,8 +17,8 @@ import numpy as np
 from benchmarks.common import ROOT, clustered_vectors, queries_near, report, summary, timings
 
 import faiss
-from rag.index import build_index, default_search_params, load_index, save_index
-from rag.index import search as rag_search
+from rag.search.index import build_index, default_search_params, load_index, save_index
+from rag.search.index import search as rag_search
 
 K = 10
 
@@ -46,7 +46,7 @@ def loaded_memory(path: Path, params: str, queries: np.ndarray) -> tuple[float, 
     np.save(Path(path).with_suffix(".q.npy"), queries[:100])
     code = f"""
 import numpy as np, psutil
-from rag.index import load_index, search
+from rag.search.index import load_index, search
 p = psutil.Process(); base = p.memory_info().rss
 index = load_index(__import__('pathlib').Path({str(path)!r}), {params!r})
 after = p.memory_info().rss
@@ -103,7 +103,7 @@ def run(sizes: list[int], n_queries: int, hnsw_max: int, with_datasets: bool) ->
             label = f"{factory}" + (f" ({params})" if params else "")
             rows.append({"N": n, "method": f"bare faiss {label}", **bare, "recall@10": recall_at_k(found, exact),
                          "vs_numpy": baseline["p50_ms"] / bare["p50_ms"], "build_s": build_s})
-            rows.append({"N": n, "method": f"rag.index.search {label}", **ours, "recall@10": recall_at_k(found, exact),
+            rows.append({"N": n, "method": f"rag.search.index.search {label}", **ours, "recall@10": recall_at_k(found, exact),
                          "vs_numpy": baseline["p50_ms"] / ours["p50_ms"], "wrapper/bare": ours["p50_ms"] / bare["p50_ms"],
                          "disk_MB": size_mb, "rss_load_MB": rss_load, "rss_after_100q_MB": rss_search})
             del index

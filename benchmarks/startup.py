@@ -18,7 +18,7 @@ from benchmarks.synthetic import write_synthetic_collection
 LOAD = """
 import json, time, psutil
 from pathlib import Path
-from rag.collection import Collection
+from rag.collection.reader import Collection
 p = psutil.Process(); base = p.memory_info().rss
 t = time.perf_counter()
 c = Collection.open(Path({path!r}), verify_checksums={verify!r}, verified_stamp_dir={stamp!r})

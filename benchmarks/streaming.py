@@ -1,4 +1,4 @@
-"""`--limit 1000` of a 50 000-row image dataset: streamed (rag.dataset_stream) against reading the whole split first.
+"""`--limit 1000` of a 50 000-row image dataset: streamed (rag.ingest.dataset_stream) against reading the whole split first.
 
 A generated dataset in the Hub's layout (parquet shards under data/ + a card, small JPEGs in an Image column)
 is read through the two sources `index_build.py --dataset DIR --limit 1000` can use, each in a fresh process
@@ -32,8 +32,8 @@ import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
 import datasets, psutil, pyarrow.parquet  # imported before counting: module files are not the dataset
 import scipy.sparse, torch  # a build has them loaded (CLIP); a stream's first row imports them otherwise
-from rag.dataset_stream import StreamingDatasetSource
-from rag.sources import DatasetSource
+from rag.ingest.dataset_stream import StreamingDatasetSource
+from rag.ingest.sources import DatasetSource
 cls = StreamingDatasetSource if {streaming!r} else DatasetSource
 process = psutil.Process(); before = process.io_counters(); start = time.perf_counter()
 source = cls({path!r}, split="train", limit={limit!r})
@@ -101,7 +101,7 @@ def main() -> None:
             sizes[layout] = write_dataset(dataset, folder, args.shards, group_rows)
             runs = [("today: whole split prepared, then the first rows (first run)", False, "cache-a"),
                     ("today, cache already prepared (a second run)", False, "cache-a"),
-                    ("streamed: `.take(limit)` (rag.dataset_stream)", True, "cache-b")]
+                    ("streamed: `.take(limit)` (rag.ingest.dataset_stream)", True, "cache-b")]
             baseline = None
             for name, streaming, cache in runs:
                 result = measure(folder, args.limit, streaming, folder.with_name(folder.name + cache))

@@ -1,4 +1,4 @@
-"""Write a collection of N generated vectors and rows through rag.collection, without encoding images.
+"""Write a collection of N generated vectors and rows through rag.collection.reader, without encoding images.
 
 Start-up and end-to-end benchmarks need 30k-1M row collections; encoding real images for them would take
 hours on 2 vCPU, and the weights/pixels do not change load or search time.
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rag.collection import DATA_DIR, Manifest
-from rag.collection_writer import rows_to_table, seal_collection, write_table
-from rag.index import build_index, default_search_params
+from rag.collection.reader import DATA_DIR, Manifest
+from rag.collection.writer import rows_to_table, seal_collection, write_table
+from rag.search.index import build_index, default_search_params
 
 SHARD_ROWS = 50_000
 

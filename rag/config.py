@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from rag.errors import ConfigError
 
 CAPTIONER_CHOICES = ("auto", "git", "qwen2-vl")
 QUANTIZE_CHOICES = ("auto", "int8", "none")
@@ -75,7 +75,7 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str | None = None
-    quantize: str = "auto"  # RAG_QUANTIZE (rag.quantize)
+    quantize: str = "auto"  # RAG_QUANTIZE (rag.models.quantize)
     cache_max_gb: float = 2.0
     # In-Space builds (issue 11): caps sized for CPU basic (2 vCPU, 16 GB RAM, 50 GB ephemeral disk).
     build_max_images: int = 2000

@@ -16,22 +16,22 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .captioner import Captioner, captioner_label
-from .collection import Collection
-from .duplicates import MAX_DUPLICATE_ROWS, MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
-from .duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
-from .encoder import MAX_QUERY_CHARS, Encoder
-from .errors import CaptionerError, InvalidInput, ServiceError
-from .filtered_search import search_page
-from .flat_search import Searcher, make_searcher
-from .filters import FilterCache
-from .general_search import SearchResult, check_offset, check_terms, check_threshold, check_weight, query_vector
-from .images import ImageInput, load_image
-from .query import Term, parse_query
+from rag.models.captioner import Captioner, captioner_label
+from rag.collection.reader import Collection
+from rag.search.duplicates import MAX_DUPLICATE_ROWS, MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
+from rag.search.duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
+from rag.models.encoder import MAX_QUERY_CHARS, Encoder
+from rag.errors import CaptionerError, InvalidInput, ServiceError
+from rag.search.filtered import search_page
+from rag.search.flat import Searcher, make_searcher
+from rag.search.filters import FilterCache
+from rag.search.power import SearchResult, check_offset, check_terms, check_threshold, check_weight, query_vector
+from rag.images.decode import ImageInput, load_image
+from rag.search.query import Term, parse_query
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .explore import MapPoints
+    from rag.config import Settings
+    from rag.explore.map_api import MapPoints
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Pipeline:
     load_seconds: float = 0.0
     _filters: FilterCache | None = field(default=None, repr=False)
     _duplicates: dict[float, Duplicates] = field(default_factory=dict, repr=False)
-    quantize: str = "none"  # the text encoder's conversion in effect (rag.quantize)
+    quantize: str = "none"  # the text encoder's conversion in effect (rag.models.quantize)
     quantize_engine: str = ""  # what runs it: "onnxruntime" or "torch" ("" when none)
     searcher: Searcher | None = field(default=None, repr=False)  # kept by with_captioner: built once per collection
 
@@ -141,19 +141,6 @@ class Pipeline:
         if self.searcher is None:
             self.searcher = make_searcher(self.collection.index)
         self._query_vector = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(self._encode_query)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: "Settings",
-        collection_dir: Path | None = None,
-        with_captioner: bool = True,
-        status: Callable[[str], None] = log.info,
-    ) -> "Pipeline":
-        """Shorthand for rag.startup.open_pipeline: collection, its encoder and (optionally) the captioner."""
-        from .startup import open_pipeline
-
-        return open_pipeline(settings, collection_dir, with_captioner=with_captioner, status=status)
 
     def with_captioner(self, captioner: Captioner | None) -> "Pipeline":
         """The same collection and encoder served with another captioner (a new Pipeline; this one is unchanged)."""
@@ -330,19 +317,19 @@ class Pipeline:
 
     def map_data(self) -> "MapPoints":
         """The collection's map and colour groups (MapMissing when it has none)."""
-        from .explore import map_points
+        from rag.explore.map_api import map_points
 
         return map_points(self.collection)
 
     def map_points(self, limit: Any = None) -> dict[str, Any]:
         """/map: compact parallel arrays {"ids", "x", "y", "label_ids", "labels"}, all rows or a sample."""
-        from .explore import map_payload
+        from rag.explore.map_api import map_payload
 
         return map_payload(self.collection, limit)
 
     def map_rows(self, ids: Any) -> list[dict[str, Any]]:
         """/map_select: details (and thumbnail files) of the chosen rows, with their map position."""
-        from .explore import map_details
+        from rag.explore.map_api import map_details
 
         return map_details(self.collection, ids, self.cache_dir)
 

@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .cache import thumbnail_cache
-from .captioner import Captioner, load_captioner
-from .collection import Collection
-from .config import Settings
-from .encoder import Encoder
-from .errors import (
+from rag.collection.thumbnails import thumbnail_cache
+from rag.models.captioner import Captioner, load_captioner
+from rag.collection.reader import Collection
+from rag.config import Settings
+from rag.models.encoder import Encoder
+from rag.errors import (
     CaptionerError,
     CollectionError,
     ConfigError,
@@ -25,9 +25,9 @@ from .errors import (
     RagError,
     StartupError,
 )
-from .hub import looks_like_repo_id, resolve_collection, snapshot_commit
-from .pipeline import Pipeline
-from .quantize import quantize_captioner, quantize_encoder
+from rag.collection.hub import looks_like_repo_id, resolve_collection, snapshot_commit
+from rag.pipeline import Pipeline
+from rag.models.quantize import quantize_captioner, quantize_encoder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def startup_error(exc: BaseException, building_default: bool = False) -> Startup
     detail = str(exc) if isinstance(exc, RagError) else f"{type(exc).__name__}: {exc}"
     what = f"load the {stage}"
     if building_default and stage == "collection":
-        from .default_collection import DEFAULT_DATASET
+        from rag.ingest.default_collection import DEFAULT_DATASET
 
         stage, what = "default collection", (
             f"build the default collection from {DEFAULT_DATASET} (RAG_COLLECTION is not set)"
@@ -150,7 +150,7 @@ def load_pipeline(settings: Settings | None = None) -> tuple[Pipeline | StartupE
     Never raises. With RAG_COLLECTION unset, the default collection is built once into RAG_CACHE_DIR and
     reused. A captioner that fails to load leaves search working; its message says what to set.
     """
-    from .default_collection import default_collection_label, ensure_default_collection
+    from rag.ingest.default_collection import default_collection_label, ensure_default_collection
 
     building_default = False
     try:

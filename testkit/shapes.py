@@ -7,9 +7,9 @@ from pathlib import Path
 
 from testkit.tiny_models import make_shape_images
 
-from rag.build import BuildOptions, build_collection
-from rag.encoder import Encoder
-from rag.sources import FolderSource
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.models.encoder import Encoder
+from rag.ingest.sources import FolderSource
 
 COLOURS = ("red", "green", "blue", "yellow")
 RGB = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 30, 220), "yellow": (230, 210, 20)}

@@ -771,6 +771,6 @@ def _patch_json(path: Path, **updates: object) -> None:
 
 def load_qwen2vl_processor(model_dir: str | os.PathLike, **kwargs: object):
     """The library's own Qwen2-VL processor loader (works with or without torchvision)."""
-    from rag.captioner import load_qwen2vl_processor as load
+    from rag.models.captioner import load_qwen2vl_processor as load
 
     return load(str(model_dir), **kwargs)

@@ -31,10 +31,11 @@ from testkit.tiny_models import make_shape_images
 import app
 from ui import components as ui_components
 from ui import context as ui_context
-from rag import default_collection
+from rag.ingest import default_collection
 from rag.config import Settings
 from rag.errors import CollectionError
 from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 LABELS = [f"{c} {s}" for c in COLOURS for s in ("circle", "square", "triangle")]
 
@@ -83,7 +84,7 @@ def shapes(tiny_clip_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline(shapes, tiny_git_dir, tmp_path_factory):
     settings = Settings(captioner="git", captioner_model=tiny_git_dir, cache_dir=tmp_path_factory.mktemp("app-cache"))
-    return Pipeline.from_settings(settings, collection_dir=shapes[1])
+    return open_pipeline(settings, collection_dir=shapes[1])
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +316,7 @@ def test_separate_clients_in_threads(served, tmp_path):
 
 
 def test_qwen2vl_describe_gets_the_context_in_its_prompt(pipeline, tiny_qwen2vl_dir, files, tmp_path, monkeypatch):
-    from rag.captioner import Qwen2VLCaptioner
+    from rag.models.captioner import Qwen2VLCaptioner
 
     qwen = Pipeline(collection=pipeline.collection, encoder=pipeline.encoder, cache_dir=pipeline.cache_dir,
                     captioner=Qwen2VLCaptioner(tiny_qwen2vl_dir, device="cpu"), name="shapes (qwen)")

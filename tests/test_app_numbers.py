@@ -10,14 +10,14 @@ from testkit.shapes import build_shapes, write_shape_folder
 from test_app import launch_app, make_client
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 
 @pytest.fixture(scope="module")
 def client(tiny_clip_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("numbers")
     collection = build_shapes(write_shape_folder(root / "images", n=16), root / "collection", tiny_clip_dir)
-    pipeline = Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection,
+    pipeline = open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection,
                                       with_captioner=False)
     demo, url = launch_app(pipeline)
     yield url, make_client(url, root / "downloads")

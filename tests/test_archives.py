@@ -14,8 +14,8 @@ import pytest
 from testkit.tiny_models import make_shape_images
 
 import index_build
-from rag.archives import ArchiveLimits, ArchiveSource, extract_archive, is_archive
-from rag.collection import Collection
+from rag.ingest.archives import ArchiveLimits, ArchiveSource, extract_archive, is_archive
+from rag.collection.reader import Collection
 from rag.errors import InvalidInput
 
 

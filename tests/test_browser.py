@@ -16,7 +16,7 @@ from test_app import launch_app, shapes_collection
 
 from app import StartupError
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -64,7 +64,7 @@ def page(browser):
 def served(tiny_clip_dir, tiny_git_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     collection = shapes_collection(root / "images", root / "collection", tiny_clip_dir, n=48)
-    pipeline = Pipeline.from_settings(
+    pipeline = open_pipeline(
         Settings(captioner="git", captioner_model=tiny_git_dir, cache_dir=root / "cache"), collection_dir=collection
     )
     demo, url = launch_app(pipeline)

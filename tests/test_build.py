@@ -17,14 +17,14 @@ from testkit.shapes import COLOURS, RGB, build_shapes, write_shape_folder
 from testkit.tiny_models import make_shape_images
 
 import index_build
-from rag import images
-from rag.build import BuildOptions, build_collection
-from rag.collection import Collection
+from rag.images import decode as images
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.collection.reader import Collection
 from rag.config import Settings
-from rag.encoder import Encoder
+from rag.models.encoder import Encoder
 from rag.errors import CollectionError
-from rag.pipeline import Pipeline
-from rag.sources import FolderSource
+from rag.ingest.sources import FolderSource
+from rag.startup import open_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = [f"{c} {s}" for c in COLOURS for s in ("circle", "square", "triangle")]
@@ -81,7 +81,7 @@ def test_parquet_loads_with_datasets_and_thumbnails(built):
 
 def test_text_query_finds_matching_shapes_with_aligned_thumbnails(built, tiny_clip_dir, tmp_path):
     folder, out, _ = built
-    pipeline = Pipeline.from_settings(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
+    pipeline = open_pipeline(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
     labels_by_file = {}
     for line in (folder / "captions.csv").read_text().splitlines()[1:]:
         file, _, label, _ = line.split(",")
@@ -101,7 +101,7 @@ def test_text_query_finds_matching_shapes_with_aligned_thumbnails(built, tiny_cl
 
 def test_image_query_and_more_like_this(built, tmp_path):
     folder, out, _ = built
-    pipeline = Pipeline.from_settings(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
+    pipeline = open_pipeline(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
     hits = pipeline.search_image(folder / "set_a" / "img_001.jpg", k=3)
     assert hits[0].source == "set_a/img_001.jpg" and hits[0].score > 0.99
     similar = pipeline.similar_to(hits[0].id, k=4)
@@ -277,7 +277,7 @@ def test_caption_missing_writes_generated_captions_and_says_so(tiny_clip_dir, ti
 def test_more_like_this_on_an_index_without_stored_vectors(tiny_clip_dir, tmp_path):
     folder = write_shape_folder(tmp_path / "src", n=48)
     out = build_shapes(folder, tmp_path / "pq", tiny_clip_dir, index_factory="IVF2,PQ4x4")
-    pipeline = Pipeline.from_settings(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
+    pipeline = open_pipeline(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
     pipeline.collection._can_reconstruct = False  # an index type that cannot give vectors back
     assert pipeline.collection.stored_vectors([3]) is None
     vectors = pipeline.row_vectors(np.arange(40))

@@ -14,7 +14,7 @@ from test_accessibility import violations
 from test_build_tab import shapes_archive
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,7 +26,7 @@ pytestmark = [
 def served(tiny_clip_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("build-browser")
     collection = shapes_collection(root / "images", root / "collection", tiny_clip_dir, n=24)
-    pipeline = Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection,
+    pipeline = open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection,
                                       with_captioner=False)
     demo, url = launch_app(pipeline)
     yield url, root / "cache" / "sessions"

@@ -11,13 +11,13 @@ import pytest
 from testkit.shapes import write_shape_folder
 
 import index_build
-from rag import build_paths
-from rag.build import BuildOptions, build_collection
-from rag.build_state import Chunks, check_complete
-from rag.collection import Collection
-from rag.encoder import Encoder
+from rag.ingest import paths as build_paths
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.ingest.partial import Chunks, check_complete
+from rag.collection.reader import Collection
+from rag.models.encoder import Encoder
 from rag.errors import CollectionError
-from rag.sources import FolderSource
+from rag.ingest.sources import FolderSource
 
 
 @pytest.fixture(scope="module")

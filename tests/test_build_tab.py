@@ -15,7 +15,7 @@ from test_app import launch_app, make_client, shapes_collection
 from testkit.tiny_models import make_shape_images
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 SHAPES = ("circle", "square", "triangle")
 
@@ -43,7 +43,7 @@ def space(tiny_clip_dir, tiny_git_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("build-tab")
     collection = shapes_collection(root / "images", root / "collection", tiny_clip_dir, n=24)
     settings = Settings(captioner="git", captioner_model=tiny_git_dir, cache_dir=root / "cache")
-    pipeline = Pipeline.from_settings(settings, collection_dir=collection)
+    pipeline = open_pipeline(settings, collection_dir=collection)
     demo, url = launch_app(pipeline)
     yield url, root
     demo.close()

@@ -8,11 +8,11 @@ import time
 import pytest
 from testkit.shapes import build_shapes, write_shape_folder
 
-from rag import cache as cache_module
-from rag.cache import ThumbnailCache
+from rag.collection import thumbnails as cache_module
+from rag.collection.thumbnails import ThumbnailCache
 from rag.config import Settings
 from rag.errors import ConfigError
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 
 def _load(row_id: int) -> bytes:
@@ -64,7 +64,7 @@ def test_pipeline_removes_thumbnails_of_collections_no_longer_served(tiny_clip_d
     (stale / "1.jpg").write_bytes(b"x" * 100)
     keep = tmp_path / "cache" / "thumbnails" / "not-a-fingerprint"
     keep.mkdir()
-    pipeline = Pipeline.from_settings(Settings(cache_dir=tmp_path / "cache", cache_max_gb=0.00001),
+    pipeline = open_pipeline(Settings(cache_dir=tmp_path / "cache", cache_max_gb=0.00001),
                                       collection_dir=collection, with_captioner=False)
     assert not stale.exists() and keep.exists()
     hits = pipeline.search_text("red circle", k=8)

@@ -16,11 +16,11 @@ from testkit.hub_fixtures import make_hub_fixture
 from testkit.tiny_models import make_shape_images
 
 import index_build
-from rag.build import BuildOptions, build_collection
-from rag.collection import Collection
-from rag.dataset_stream import StreamingDatasetSource, open_dataset_source
-from rag.encoder import Encoder
-from rag.sources import DatasetSource
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.collection.reader import Collection
+from rag.ingest.dataset_stream import StreamingDatasetSource, open_dataset_source
+from rag.models.encoder import Encoder
+from rag.ingest.sources import DatasetSource
 
 TIN = "zh-plus/tiny-imagenet"
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag import images
-from rag.decode_budget import ByteBudget
+from rag.images import decode as images
+from rag.images.budget import ByteBudget
 from rag.errors import InvalidInput
-from rag.images import load_image
+from rag.images.decode import load_image
 
 
 def _png(image: Image.Image) -> bytes:

@@ -22,10 +22,10 @@ import pytest
 from testkit.shapes import build_shapes, write_shape_folder
 
 from rag import evaluate
-from rag.build import BuildOptions, build_collection
-from rag.collection import Collection
-from rag.encoder import Encoder
-from rag.sources import FolderSource
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.collection.reader import Collection
+from rag.models.encoder import Encoder
+from rag.ingest.sources import FolderSource
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 96

@@ -12,8 +12,8 @@ from test_app import launch_app, make_client
 from testkit.shapes import build_shapes, write_shape_folder
 
 from rag.config import Settings
-from rag.explore import NO_LABEL, OTHER, label_groups
-from rag.pipeline import Pipeline
+from rag.explore.map_api import NO_LABEL, OTHER, label_groups
+from rag.startup import open_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def folder(tmp_path_factory):
 
 def _serve(folder, out, clip_dir, cache, **options):
     collection = build_shapes(folder, out, clip_dir, **options)
-    pipeline = Pipeline.from_settings(Settings(cache_dir=cache), collection_dir=collection, with_captioner=False)
+    pipeline = open_pipeline(Settings(cache_dir=cache), collection_dir=collection, with_captioner=False)
     demo, url = launch_app(pipeline)
     return demo, url, pipeline
 

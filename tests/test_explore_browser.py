@@ -11,7 +11,7 @@ from test_browser import browser, page  # noqa: F401 - fixtures
 from testkit.shapes import build_shapes, write_shape_folder
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 pytestmark = [
     pytest.mark.browser,
@@ -29,7 +29,7 @@ POINTS_JS = f"""() => {{
 def served(tiny_clip_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("explore-browser")
     collection = build_shapes(write_shape_folder(root / "images", n=48), root / "collection", tiny_clip_dir)
-    pipeline = Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection,
+    pipeline = open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection,
                                       with_captioner=False)
     demo, url = launch_app(pipeline)
     yield url

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag import filtered_search
+from rag.search import filtered as filtered_search
 from rag.errors import InvalidInput
-from rag.filtered_search import search_page
-from rag.filters import FilterCache, parse_filters
+from rag.search.filtered import search_page
+from rag.search.filters import FilterCache, parse_filters
 
 ROWS, DIM = 600, 16
 LABELS = ["dog", "cat", "bird", None]

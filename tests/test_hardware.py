@@ -1,7 +1,7 @@
 """Right on every Space hardware (issue 18): device/dtype choice, ZeroGPU refusals, control tokens, aspect ratios.
 
 CUDA is never present here: torch.cuda's functions are monkeypatched to describe a T4, an A10G or ZeroGPU,
-and the real decision code (rag.devices, torch.cuda.is_bf16_supported) runs against them.
+and the real decision code (rag.models.devices, torch.cuda.is_bf16_supported) runs against them.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 from testkit.tiny_models import make_shape_images
 
-from rag import devices, zerogpu
-from rag.captioner import GitCaptioner, load_captioner
+from rag.models import devices
+from rag.models import zerogpu
+from rag.models.captioner import GitCaptioner, load_captioner
 from rag.errors import GpuBusy, GpuQuotaExceeded, GpuUnavailable, RagError
-from rag.images import pad_to_aspect
-from rag.prompt_safety import TokenFilter
-from rag.qwen2vl import QWEN_MAX_ASPECT, Qwen2VLCaptioner
+from rag.images.decode import pad_to_aspect
+from rag.models.prompt_safety import TokenFilter
+from rag.models.qwen2vl import QWEN_MAX_ASPECT, Qwen2VLCaptioner
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN_CONTROL = ["<|im_start|>", "<|im_end|>", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|endoftext|>"]
@@ -153,7 +154,7 @@ def test_off_zero_gpu_the_generation_is_called_directly(no_zero_gpu):
 
 def test_rag_never_imports_gradio():
     code = (
-        "import sys, rag.captioner, rag.qwen2vl, rag.zerogpu, rag.devices, rag.pipeline; "
+        "import sys, rag.models.captioner, rag.models.qwen2vl, rag.models.zerogpu, rag.models.devices, rag.pipeline; "
         "sys.exit('gradio' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0

@@ -19,8 +19,8 @@ import pytest
 import torch
 from test_app import shapes_collection
 
-from rag.images import load_image
-from rag.qwen2vl import Qwen2VLCaptioner
+from rag.images.decode import load_image
+from rag.models.qwen2vl import Qwen2VLCaptioner
 
 HERE = Path(__file__).resolve().parent
 

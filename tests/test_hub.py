@@ -11,11 +11,11 @@ import pytest
 from huggingface_hub import CommitOperationDelete, constants
 from testkit.shapes import build_shapes, write_shape_folder
 
-from rag import hub
-from rag.collection import Collection
+from rag.collection import hub
+from rag.collection.reader import Collection
 from rag.config import Settings
 from rag.errors import CollectionError
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -44,7 +44,7 @@ def cached_repo(tiny_clip_dir, tmp_path, monkeypatch):
 def test_pull_resolves_repo_id_and_revision_from_cache(cached_repo, tmp_path):
     path = hub.resolve_collection("someone/shapes", revision="v1")
     assert path == cached_repo
-    pipeline = Pipeline.from_settings(
+    pipeline = open_pipeline(
         Settings(collection="someone/shapes", revision="v1", cache_dir=tmp_path), with_captioner=False
     )
     assert len(pipeline.collection) == 24

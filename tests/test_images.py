@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag import images
+from rag.images import decode as images
 from rag.errors import InvalidInput
-from rag.images import load_image, thumbnail_bytes
+from rag.images.decode import load_image, thumbnail_bytes
 
 
 def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:

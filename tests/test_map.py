@@ -12,10 +12,10 @@ import pytest
 from testkit.shapes import write_shape_folder
 
 import index_build
-from rag.collection import Collection
+from rag.collection.reader import Collection
 from rag.errors import CollectionError
-from rag.layout import compute_layout
-from rag.map_store import add_map_to, collection_vectors, read_map
+from rag.explore.layout import compute_layout
+from rag.explore.map_file import add_map_to, collection_vectors, read_map
 from rag.metrics import knn_label_agreement, map_quality
 
 
@@ -84,9 +84,9 @@ def test_no_map_collection_loads_and_says_how_to_add_one(unmapped, capsys):
 
 def test_add_map_uses_stored_vectors_and_matches_a_fresh_build(unmapped, mapped, tmp_path, monkeypatch):
     target = shutil.copytree(unmapped, tmp_path / "late")
-    import rag.encoder
+    import rag.models.encoder
 
-    monkeypatch.setattr(rag.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("--add-map must not encode"))
+    monkeypatch.setattr(rag.models.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("--add-map must not encode"))
     assert index_build.main(["--add-map", str(target), "--no-progress"]) == 0
     added = read_map(Collection.open(target))  # checksums verified
     np.testing.assert_array_equal(added, read_map(Collection.open(mapped)))
@@ -98,9 +98,9 @@ def test_add_map_uses_stored_vectors_and_matches_a_fresh_build(unmapped, mapped,
 
 
 def test_add_map_on_a_hub_repo_needs_a_local_copy(unmapped, tmp_path, monkeypatch):
-    import rag.hub
+    import rag.collection.hub
 
-    monkeypatch.setattr(rag.hub, "pull_collection", lambda repo, revision=None, token=None: unmapped)
+    monkeypatch.setattr(rag.collection.hub, "pull_collection", lambda repo, revision=None, token=None: unmapped)
     with pytest.raises(CollectionError, match="give --out DIR"):
         add_map_to("user/photos")
     before = (unmapped / "manifest.json").read_bytes()

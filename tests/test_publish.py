@@ -11,12 +11,13 @@ from testkit.shapes import build_shapes, write_shape_folder
 
 from test_hub import FakeHub
 
-from rag import hub, publish
+from rag.collection import hub
+from rag.space import publish
 from rag.config import Settings
 from rag.errors import InvalidInput, RagError
-from rag.pipeline import Pipeline
-from rag.publish import NotAllowed, duplicate_space, is_owner, publish_collection, serve_collection
-from rag.sessions import SessionRegistry
+from rag.space.publish import NotAllowed, duplicate_space, is_owner, publish_collection, serve_collection
+from rag.space.sessions import SessionRegistry
+from rag.startup import open_pipeline
 
 TOKEN = "hf_oauth_secret_token_value"
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -44,7 +45,7 @@ class FakeHfApi:
 
 @pytest.fixture()
 def dataset_hub(monkeypatch):
-    """rag.hub's HfApi (the dataset push) replaced by test_hub's recording fake."""
+    """rag.collection.hub's HfApi (the dataset push) replaced by test_hub's recording fake."""
     fake = FakeHub()
     monkeypatch.setattr(hub, "HfApi", fake)
     return fake
@@ -109,7 +110,7 @@ def test_owner_check(monkeypatch):
 
 @pytest.fixture()
 def registry(collections, tmp_path):
-    space = Pipeline.from_settings(Settings(cache_dir=tmp_path / "cache"), collection_dir=collections[0],
+    space = open_pipeline(Settings(cache_dir=tmp_path / "cache"), collection_dir=collections[0],
                                    with_captioner=False)
     return SessionRegistry(space, tmp_path / "sessions")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.errors import InvalidInput
-from rag.query import MAX_TERMS, describe_terms, parse_query
+from rag.search.query import MAX_TERMS, describe_terms, parse_query
 
 
 def read(query: str) -> list[tuple[str, object, float]]:

@@ -17,9 +17,9 @@ from testkit.shapes import write_shape_folder
 from testkit.tiny_models import make_shape_images
 
 import index_build
-from rag.build_state import prepare_partial
-from rag.collection import Collection
-from rag.map_store import read_map
+from rag.ingest.partial import prepare_partial
+from rag.collection.reader import Collection
+from rag.explore.map_file import read_map
 
 ROOT = Path(__file__).resolve().parents[1]
 ray = pytest.importorskip("ray")
@@ -38,7 +38,7 @@ def _add_bad_files(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray with 2 CPUs and a small object store, shut down after the module."""
-    from rag.ray_build import start_local
+    from rag.ingest.ray.engine import start_local
 
     start_local(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
@@ -96,7 +96,8 @@ def test_ray_build_skips_and_lists_bad_files_and_verifies(pair, capsys):
 @pytest.mark.slow
 def test_interrupted_ray_build_resumes_from_its_parts(pair, tiny_clip_dir, tmp_path, caplog):
     """Parts left by an interrupted build are kept; the resumed build encodes only the rest, here into an IVF index."""
-    from rag import ray_build, ray_parts
+    from rag.ingest.ray import engine as ray_build
+    from rag.ingest.ray import parts as ray_parts
 
     folder, _, ray_dir, _ = pair
     argv = ["--images", str(folder), "--captions", str(folder / "captions.csv"), "--model", tiny_clip_dir,
@@ -119,7 +120,7 @@ def test_interrupted_ray_build_resumes_from_its_parts(pair, tiny_clip_dir, tmp_p
 
 def test_resume_refuses_a_partial_build_of_the_other_engine(tiny_clip_dir, tmp_path, capsys):
     folder = write_shape_folder(tmp_path / "shapes", n=4)
-    from rag.build_paths import mark
+    from rag.ingest.paths import mark
 
     partial = tmp_path / "c.partial"
     mark(partial, "partial")  # as the local builder leaves it

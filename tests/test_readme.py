@@ -39,12 +39,12 @@ from testkit.shapes import write_shape_folder
 from test_app import launch_app, shapes_collection
 from testkit.tiny_models import make_shape_images
 
-from rag.build import BuildOptions, build_collection
-from rag.collection import Collection
+from rag.ingest.builder import BuildOptions, build_collection
+from rag.collection.reader import Collection
 from rag.config import Settings
-from rag.encoder import Encoder
-from rag.pipeline import Pipeline
-from rag.sources import FolderSource
+from rag.models.encoder import Encoder
+from rag.ingest.sources import FolderSource
+from rag.startup import open_pipeline
 
 pytestmark = pytest.mark.slow  # one shared setup (tiny models, two apps, fixtures) then ~20 commands: > 60 s
 
@@ -84,7 +84,7 @@ def _cache_repo(cache: Path, kind: str, repo_id: str, files: Path, revision: str
 
 
 class FakeHub:
-    """Stands in for ``HfApi`` (rag.hub's Hub writer): commits land in the offline HF cache as snapshots, so a later
+    """Stands in for ``HfApi`` (rag.collection.hub's Hub writer): commits land in the offline HF cache as snapshots, so a later
     ``snapshot_download`` of the repo (``--verify you/...``, ``--collection you/...``) reads what was pushed."""
 
     def __init__(self, cache: Path) -> None:
@@ -141,8 +141,8 @@ class FakeHub:
 
 
 def _patch_hub(monkeypatch: pytest.MonkeyPatch, fake: FakeHub) -> None:
-    """Replace the Hub client where the project makes its calls (``rag.hub.HfApi``)."""
-    from rag import hub
+    """Replace the Hub client where the project makes its calls (``rag.collection.hub.HfApi``)."""
+    from rag.collection import hub
 
     monkeypatch.setattr(hub, "HfApi", fake)
 
@@ -277,7 +277,7 @@ def apps(shapes, tiny_clip_dir, tiny_git_dir, tmp_path_factory, offline_hub):
     urls, demos = {}, []
     for name, collection in (("captioned", shapes), ("bare", root / "bare")):
         settings = Settings(captioner="git", captioner_model=tiny_git_dir, cache_dir=root / f"cache-{name}")
-        demo, urls[name] = launch_app(Pipeline.from_settings(settings, collection_dir=collection))
+        demo, urls[name] = launch_app(open_pipeline(settings, collection_dir=collection))
         demos.append(demo)
     make_shape_images(1, seed=5)[0][0].save(root / "photo.jpg")
     shutil.make_archive(str(root / "photos"), "zip", root / "bare-images")  # photos.zip, for the in-page build example

@@ -24,7 +24,7 @@ from gradio_client.exceptions import AppError
 from test_app import launch_app, make_client, shapes_collection
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 TOOLS = {"search_text", "search_image", "search", "similar_to", "describe", "duplicates", "info", "thumbnail"}
 SEARCH_PARAMETERS = ["query", "image", "image_weight", "k", "offset", "threshold", "filters"]
@@ -34,7 +34,7 @@ SEARCH_PARAMETERS = ["query", "image", "image_weight", "k", "offset", "threshold
 def pipeline(tiny_clip_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("search-app")
     out = shapes_collection(root / "images", root / "collection", tiny_clip_dir)
-    return Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=out, with_captioner=False)
+    return open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=out, with_captioner=False)
 
 
 @pytest.fixture(scope="module")

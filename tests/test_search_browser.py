@@ -14,7 +14,7 @@ from test_app import launch_app, shapes_collection
 from test_browser import CHROMIUM, browser, page  # noqa: F401 - shared fixtures
 
 from rag.config import Settings
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,7 +26,7 @@ pytestmark = [
 def served(tiny_clip_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("search-browser")
     collection = shapes_collection(root / "images", root / "collection", tiny_clip_dir, n=48)
-    pipeline = Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection,
+    pipeline = open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection,
                                       with_captioner=False)
     demo, url = launch_app(pipeline)
     yield url

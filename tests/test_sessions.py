@@ -11,9 +11,9 @@ from test_archives import jpeg, write_zip
 
 from rag.config import Settings
 from rag.errors import InvalidInput
-from rag.pipeline import Pipeline
-from rag.session_build import BuildRequest, run_session_build
-from rag.sessions import SessionRegistry
+from rag.space.session_build import BuildRequest, run_session_build
+from rag.space.sessions import SessionRegistry
+from rag.startup import open_pipeline
 
 
 class Clock:
@@ -28,7 +28,7 @@ class Clock:
 def space(tiny_clip_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("space")
     collection = build_shapes(write_shape_folder(root / "images", n=24), root / "collection", tiny_clip_dir)
-    return Pipeline.from_settings(Settings(cache_dir=root / "cache"), collection_dir=collection, with_captioner=False)
+    return open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection, with_captioner=False)
 
 
 @pytest.fixture()

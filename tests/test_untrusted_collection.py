@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from testkit.shapes import build_shapes, write_shape_folder
 
-from rag.collection import Collection
+from rag.collection.reader import Collection
 from rag.config import Settings
 from rag.errors import CollectionError, InvalidInput
-from rag.pipeline import Pipeline
+from rag.startup import open_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def flat(source, tiny_clip_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipeline(flat, tmp_path_factory):
-    return Pipeline.from_settings(Settings(cache_dir=tmp_path_factory.mktemp("cache")), collection_dir=flat,
+    return open_pipeline(Settings(cache_dir=tmp_path_factory.mktemp("cache")), collection_dir=flat,
                                   with_captioner=False)
 
 
@@ -137,7 +137,7 @@ class _CountingEncoder:
 @pytest.mark.parametrize("factory", ["IVF4,SQ8", "IVF2,PQ4x4"])
 def test_more_like_this_on_ivf_uses_stored_vectors(source, tiny_clip_dir, tmp_path, factory):
     out = build_shapes(source, tmp_path / "ivf", tiny_clip_dir, index_factory=factory)
-    pipeline = Pipeline.from_settings(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
+    pipeline = open_pipeline(Settings(cache_dir=tmp_path), collection_dir=out, with_captioner=False)
     assert pipeline.collection.can_reconstruct
     stored = pipeline.collection.stored_vectors([3, 7])
     assert stored is not None and stored.shape == (2, pipeline.encoder.dim)

@@ -11,10 +11,10 @@ import gradio as gr
 
 from rag.config import Settings
 from rag.errors import InvalidInput
-from rag.publish import (NotAllowed, duplicate_space, is_owner, keep_copy, publish_collection, require_token,
+from rag.space.publish import (NotAllowed, duplicate_space, is_owner, keep_copy, publish_collection, require_token,
                          serve_collection)
-from rag.session_build import BuildProgress, BuildRequest, run_session_build
-from rag.sessions import SessionRegistry
+from rag.space.session_build import BuildProgress, BuildRequest, run_session_build
+from rag.space.sessions import SessionRegistry
 
 log = logging.getLogger("ui.build")
 DEFAULT_DATASET_NAME = "my-rag-collection"

@@ -15,14 +15,14 @@ import gradio as gr
 
 from rag.config import Settings
 from rag.pipeline import Pipeline
-from rag.sessions import SessionRegistry
+from rag.space.sessions import SessionRegistry
 
 from .build_handlers import BuildHandlers
 from .context import AppContext
 
 ARCHIVE_TYPES = [".zip", ".tar", ".gz", ".tgz"]
 PREVIEW_ROWS = 24
-BUILD_CONCURRENCY = 8  # one encodes, the others wait in rag.sessions' line and see their place
+BUILD_CONCURRENCY = 8  # one encodes, the others wait in rag.space.sessions' line and see their place
 SIGN_IN_NOTE = (
     "**Signing in** lets you keep what you built: publish it as a dataset in your account (private by default) "
     "and create your own copy of this Space that serves it. Nothing is written to your account otherwise."

@@ -98,7 +98,7 @@ def check_image_size(path: str) -> None:
 
 
 def image_input(**kwargs: Any) -> gr.Image:
-    """gr.Image(type="filepath") that hands the uploaded file's path to rag.images.load_image unopened.
+    """gr.Image(type="filepath") that hands the uploaded file's path to rag.images.decode.load_image unopened.
 
     Plain gr.Image opens every upload with PIL during Gradio's preprocessing, so a non-image file or a
     decompression bomb would fail there with Gradio's generic error; our loader refuses those with a message

@@ -12,12 +12,12 @@ import gradio as gr
 from rag.config import Settings
 from rag.errors import CaptionerError
 from rag.pipeline import Pipeline
-from rag.sessions import SessionRegistry
+from rag.space.sessions import SessionRegistry
 from rag.startup import FIX_CAPTIONER
 
 from .errors import guarded
 
-# Concurrency. A CPU-basic Space has 2 vCPUs. Searches are short (one CLIP forward pass, which rag.encoder
+# Concurrency. A CPU-basic Space has 2 vCPUs. Searches are short (one CLIP forward pass, which rag.models.encoder
 # serialises behind a lock anyway, a FAISS lookup and thumbnail file I/O), so up to 4 run at once across all
 # search events (shared concurrency_id): decoding uploads, FAISS and Gradio's file handling overlap while
 # no more threads than that fight over 2 cores. Describe runs one at a time: GIT beam search (or Qwen2-VL

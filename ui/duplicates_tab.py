@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from rag.duplicates import MAX_GROUPS
+from rag.search.duplicates import MAX_GROUPS
 from rag.pipeline import Pipeline
 
 from .context import SEARCH_LIMITS, AppContext

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from rag.explore import MapPoints
+from rag.explore.map_api import MapPoints
 
 HOVER_CHARS = 80
 PALETTE = [  # 20 distinct colours (Tableau 20), then grey for "other" and light grey for "(no label)"

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from rag.errors import MapMissing
-from rag.explore import MAX_SELECT
+from rag.explore.map_api import MAX_SELECT
 
 from .components import ResultsPanel, details_markdown, number_slider, results_panel
 from .context import SEARCH_LIMITS, AppContext

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from rag.filters import OPERATORS
+from rag.search.filters import OPERATORS
 from rag.pipeline import Pipeline
 
 from .context import AppContext

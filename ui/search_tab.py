@@ -9,7 +9,7 @@ import gradio as gr
 
 from rag.errors import InvalidInput
 from rag.pipeline import MAX_K, Pipeline
-from rag.query import describe_terms, parse_query
+from rag.search.query import describe_terms, parse_query
 
 from .components import clear_selection, gallery_items, hit_json, image_input, number_slider, results_panel
 from .context import SEARCH_LIMITS, AppContext

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import metrics
-from ..config import CAPTIONER_CHOICES, Settings
-from ..errors import ConfigError, RagError, UsageError
+from rag import metrics
+from rag.config import CAPTIONER_CHOICES, Settings
+from rag.errors import ConfigError, RagError, UsageError
 from .evaluation import evaluate
 from .tasks import DEFAULT_DESCRIBE_ROWS, TASKS
 
@@ -45,7 +45,7 @@ def _task_list(text: str) -> list[str]:
 
 
 def _k_list(text: str) -> list[int]:
-    from ..pipeline import MAX_CONTEXT_K
+    from rag.pipeline import MAX_CONTEXT_K
 
     values = []
     for part in text.split(","):

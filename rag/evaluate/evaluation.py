@@ -8,11 +8,11 @@ import logging
 import time
 from typing import Any
 
-from .. import metrics
-from ..config import Settings
-from ..errors import RagError
-from ..machine import machine_info
-from ..startup import open_pipeline
+from rag import metrics
+from rag.config import Settings
+from rag.errors import RagError
+from rag.machine import machine_info
+from rag.startup import open_pipeline
 from .report import REPORT_SCHEMA, collection_info, render_markdown
 from .run import EvalRun, ImageVectors
 from .tasks import TASKS
@@ -23,7 +23,7 @@ log = logging.getLogger("rag.evaluate")
 
 def _load_captioner(run: EvalRun, settings: Settings, skipped: dict[str, str], timings: dict[str, float]) -> EvalRun:
     """The describe task needs a captioner; without one it is skipped (or fails, when asked for by name)."""
-    from ..startup import load_captioner_for
+    from rag.startup import load_captioner_for
 
     try:
         started = time.perf_counter()

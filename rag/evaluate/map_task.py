@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics
-from ..map_store import read_map
+from rag import metrics
+from rag.explore.map_file import read_map
 from .run import EvalRun
 from .tasks import register
 from .truth import sample_rows

@@ -1,4 +1,5 @@
-"""One evaluation: load the pipeline through rag.startup, run the requested tasks, assemble the report."""
+"""What every evaluation task shares: the run context (EvalRun), batched search and encoding, cached image vectors,
+the caption pool and chance levels."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import metrics
+from rag import metrics
 from .truth import GroundTruth, sample_rows
 
 log = logging.getLogger("rag.evaluate")

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import metrics
-from ..captioner import captioner_label
-from ..errors import RagError, UsageError
+from rag import metrics
+from rag.models.captioner import captioner_label
+from rag.errors import RagError, UsageError
 from .run import EvalRun, caption_pool, chance, encode_texts, search_ids
 from .truth import sample_rows
 
