@@ -310,25 +310,52 @@ def mean_words(texts: Sequence[str]) -> float:
 # ----------------------------------------------------------------------------------------------------
 
 
-def knn_label_agreement(points: np.ndarray, labels: Sequence[str], k: int = 10, metric: str = "euclidean") -> float:
-    """Mean fraction of each point's k nearest other points that share its label (1 = perfectly separated)."""
+def _knn_same_label(points: np.ndarray, labels: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """For every point, how many of its k nearest other points share its label."""
     from sklearn.neighbors import NearestNeighbors
 
-    points = np.asarray(points, dtype=np.float32)
-    labels = np.asarray(labels, dtype=object)
     if len(points) != len(labels) or len(points) <= k:
         raise ValueError(f"need one label per point and more than k={k} points")
     neighbours = NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors(return_distance=False)
-    return float(np.mean(labels[neighbours] == labels[:, None]))
+    return (labels[neighbours] == labels[:, None]).sum(axis=1)
+
+
+def attainable_same_label(labels: Sequence[str], k: int) -> np.ndarray:
+    """Per point, the most of its k neighbours that can share its label: min(k, rows with that label - 1)."""
+    _, inverse, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True,
+                                   return_counts=True)
+    return np.minimum(k, counts[inverse] - 1)
+
+
+def knn_label_agreement(points: np.ndarray, labels: Sequence[str], k: int = 10, metric: str = "euclidean",
+                        normalise: bool = False) -> float:
+    """Mean fraction of each point's k nearest other points that share its label.
+
+    Raw, it cannot reach 1 when a label has k rows or fewer; ``normalise=True`` divides each point's count by
+    what its label allows (``attainable_same_label``), so 1 = every neighbourhood as pure as the labels permit
+    (points whose label is theirs alone are left out).
+    """
+    points = np.asarray(points, dtype=np.float32)
+    labels = np.asarray(labels, dtype=object)
+    same = _knn_same_label(points, labels, k, metric)
+    if not normalise:
+        return float(np.mean(same / k))
+    attainable = attainable_same_label(labels, k)
+    keep = attainable > 0
+    if not keep.any():
+        raise ValueError("every label has a single row: nothing to agree with")
+    return float(np.mean(same[keep] / attainable[keep]))
 
 
 def map_quality(
     vectors: np.ndarray, xy: np.ndarray, labels: Sequence[str | None], k: int = 10, sample: int = 2000, seed: int = 0
 ) -> dict[str, float | int]:
-    """How well a 2-D map keeps neighbourhoods: k-NN label agreement in 2-D vs embedding space, trustworthiness.
+    """How well a 2-D map keeps neighbourhoods, on a seeded sample of rows.
 
-    Agreement is computed over the labelled rows (cosine in the embedding space, euclidean on the map);
-    ``trustworthiness`` (scikit-learn, 1 = no false neighbours on the map) on a seeded sample of rows.
+    Label agreement (cosine in the embedding space, euclidean on the map) raw, its ceiling on this sample, and
+    normalised by that ceiling; ``trustworthiness`` (1 = no false neighbours on the map) and ``continuity``
+    (1 = no true neighbours torn apart: trustworthiness with the two spaces swapped; the vectors are unit length,
+    so euclidean ranks equal cosine ranks).
     """
     from sklearn.manifold import trustworthiness
 
@@ -341,8 +368,14 @@ def map_quality(
     out: dict[str, float | int] = {"rows": int(len(xy)), "sampled": int(len(rows)), "k": k}
     if len(labelled) > k:
         chosen = [labels[i] for i in labelled]
-        out["label_agreement_embedding"] = knn_label_agreement(vectors[labelled], chosen, k, metric="cosine")
-        out["label_agreement_map"] = knn_label_agreement(xy[labelled], chosen, k)
+        out["label_agreement_ceiling"] = float(np.mean(attainable_same_label(chosen, k) / k))
+        for space, points, metric in (("embedding", vectors[labelled], "cosine"), ("map", xy[labelled], "euclidean")):
+            out[f"label_agreement_{space}"] = knn_label_agreement(points, chosen, k, metric=metric)
+            if out["label_agreement_ceiling"] > 0:
+                out[f"label_agreement_{space}_normalised"] = knn_label_agreement(points, chosen, k, metric=metric,
+                                                                                   normalise=True)
     if len(rows) > 2 * k:
-        out["trustworthiness"] = float(trustworthiness(vectors[rows], xy[rows], n_neighbors=k, metric="cosine"))
+        unit = vectors[rows] / np.maximum(np.linalg.norm(vectors[rows], axis=1, keepdims=True), 1e-12)
+        out["trustworthiness"] = float(trustworthiness(unit, xy[rows], n_neighbors=k))
+        out["continuity"] = float(trustworthiness(xy[rows], unit, n_neighbors=k))
     return out

@@ -131,6 +131,32 @@ def test_knn_label_agreement_separates_clusters_from_noise():
     assert 0.3 < knn_label_agreement(mixed, labels, k=10) < 0.7
 
 
+def test_normalised_agreement_reaches_one_when_labels_are_smaller_than_k():
+    """Five rows a label and k = 10: a perfect map scores 0.4 raw (its ceiling) but 1.0 normalised."""
+    rng = np.random.default_rng(2)
+    labels = [c for c in "abcdefgh" for _ in range(5)]
+    apart = np.concatenate([rng.normal(30 * i, 1, (5, 2)) for i in range(8)])
+    assert knn_label_agreement(apart, labels, k=10) == pytest.approx(0.4)
+    assert knn_label_agreement(apart, labels, k=10, normalise=True) == pytest.approx(1.0)
+    shuffled = rng.normal(0, 1, (40, 2))
+    assert knn_label_agreement(shuffled, labels, k=10, normalise=True) < 0.5
+
+
+def test_map_quality_tells_a_faithful_map_from_one_that_tears_clusters():
+    """Continuity drops when true neighbours are scattered; the ceiling is reported beside the raw agreement."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 1, (8, 16))
+    owner = np.repeat(np.arange(8), 6)
+    vectors = (centres[owner] + rng.normal(0, 0.05, (48, 16))).astype(np.float32)
+    labels = [f"c{i}" for i in owner]
+    faithful = (centres[owner, :2] * 10 + rng.normal(0, 0.05, (48, 2))).astype(np.float32)
+    torn = rng.normal(0, 1, (48, 2)).astype(np.float32)
+    good, bad = map_quality(vectors, faithful, labels, k=5), map_quality(vectors, torn, labels, k=5)
+    assert good["label_agreement_ceiling"] == pytest.approx(1.0) and good["label_agreement_map_normalised"] > 0.9
+    assert good["continuity"] > bad["continuity"] + 0.2 and good["trustworthiness"] > bad["trustworthiness"] + 0.2
+    assert bad["label_agreement_map_normalised"] < 0.5
+
+
 def test_evaluate_map_task_reports_both_agreements_and_trustworthiness(mapped, unmapped, tmp_path, monkeypatch, capsys):
     from rag import evaluate
 

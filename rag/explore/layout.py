@@ -84,13 +84,22 @@ def _tsne(data: np.ndarray, seed: int, progress: bool, threads: int) -> np.ndarr
         bar.close()
 
 
-def _umap(data: np.ndarray, seed: int, progress: bool) -> np.ndarray:
+def _umap(data: np.ndarray, seed: int, progress: bool, threads: int) -> np.ndarray:
+    """UMAP on the same exact cosine neighbours as t-SNE gets (UMAP counts each row as its own first neighbour).
+    Seeded UMAP runs single-threaded whatever ``threads`` says (umap-learn overrides n_jobs when seeded)."""
+    import warnings
+
     import umap
 
     neighbours = int(min(15, len(data) - 1))
-    model = umap.UMAP(n_neighbors=neighbours, min_dist=0.1, metric="cosine", random_state=seed,
-                      tqdm_kwds={"disable": not progress, "desc": "map (UMAP epochs)"})
-    return np.asarray(model.fit_transform(data), dtype=np.float32)
+    ids, distances = cosine_neighbours(data, neighbours - 1)
+    own = np.arange(len(data))[:, None]
+    knn = (np.hstack([own, ids]), np.hstack([np.zeros((len(data), 1)), distances]).astype(np.float32))
+    model = umap.UMAP(n_neighbors=neighbours, min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1,
+                      precomputed_knn=knn, tqdm_kwds={"disable": not progress, "desc": "map (UMAP epochs)"})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        return np.asarray(model.fit_transform(data), dtype=np.float32)
 
 
 def compute_layout(
@@ -107,7 +116,7 @@ def compute_layout(
     try:
         data = reduce_dims(vectors, seed=seed)
         log.info("map: %s layout of %d rows (PCA to %d dims, seed %d)", method, n, data.shape[1], seed)
-        xy = _tsne(data, seed, progress, threads) if method == "tsne" else _umap(data, seed, progress)
+        xy = _tsne(data, seed, progress, threads) if method == "tsne" else _umap(data, seed, progress, threads)
     except ImportError as exc:
         raise LayoutUnavailable(
             f"Computing a map needs {exc.name}, which is not installed: pip install -r requirements.txt "
