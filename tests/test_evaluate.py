@@ -69,6 +69,12 @@ def test_report_structure(cli_run, shapes, tiny_clip_dir, tiny_git_dir):
     assert set(report["results"]) == {"t2i", "i2t", "i2i", "queries", "describe", "map"} and report["skipped"] == {}
     settings = report["settings"]
     assert settings["sample"] == 12 and settings["seed"] == 0 and settings["k"] == [0, 1, 5]
+    # every setting that moves a figure is named: the query path's quantisation and the captioner's decoding
+    assert settings["quantize_requested"] == "auto" and settings["quantize"] in ("int8", "none")
+    assert settings["quantize_engine"] in ("onnxruntime", "torch", None)
+    generation = settings["generation"]
+    assert generation["kind"] == "git" and generation["device"] == "cpu" and generation["dtype"] == "float32"
+    assert generation["beams"] == 5 and generation["max_new_tokens"] == 20
     collection = report["collection"]
     assert collection["name"] == shapes[0].name and collection["rows"] == N  # a folder name, never a server path
     assert collection["built"] and "IndexFlatIP" in collection["index"]
@@ -79,6 +85,18 @@ def test_report_structure(cli_run, shapes, tiny_clip_dir, tiny_git_dir):
     # the printed table is the report's table, and shows RAG (k = 5) beside no RAG (k = 0)
     assert report["table"] in stdout
     assert "| k = 0 (no RAG) |" in stdout and "| k = 5 |" in stdout and "| text → image | 24 |" in stdout
+
+
+def test_quantize_flag_is_recorded_and_none_runs_fp32(shapes, tmp_path, monkeypatch):
+    """``--quantize none`` runs the fp32 text tower (the published baselines' setting) and the report says so."""
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RAG_QUANTIZE", raising=False)
+    report_path = tmp_path / "r.json"
+    assert evaluate.main(["--collection", str(shapes[0]), "--tasks", "t2i", "--sample", "12", "--quantize", "none",
+                          "--out", str(report_path), "--no-progress"]) == 0
+    settings = json.loads(report_path.read_text())["settings"]
+    assert (settings["quantize_requested"], settings["quantize"], settings["quantize_engine"]) == ("none", "none", None)
+    assert settings["generation"] is None
 
 
 def test_sampled_retrieval_numbers_are_above_chance(cli_run):

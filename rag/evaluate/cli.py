@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rag import metrics
-from rag.config import CAPTIONER_CHOICES, Settings
+from rag.config import CAPTIONER_CHOICES, QUANTIZE_CHOICES, Settings
 from rag.errors import ConfigError, RagError, UsageError
 from .evaluation import evaluate
 from .tasks import DEFAULT_DESCRIBE_ROWS, TASKS
@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--captioner-model", help="model id or folder of the captioner (default: $RAG_CAPTIONER_MODEL)")
     parser.add_argument("--text-model",
                         help="aligned text encoder for queries (default: $RAG_TEXT_MODEL, else the collection's model)")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES,
+                        help="query encoding: auto (int8 on CPU after a fidelity check, fp16 on CUDA), int8 or none "
+                             "(fp32, the published baselines' setting) (default: $RAG_QUANTIZE, else auto)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: $RAG_DEVICE, else cuda if available)")
     parser.add_argument("--out", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -154,6 +157,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
     overrides = {
         "collection": args.collection, "revision": args.revision, "text_model": args.text_model,
         "captioner": args.captioner, "captioner_model": args.captioner_model, "device": args.device,
+        "quantize": args.quantize,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if not settings.collection:

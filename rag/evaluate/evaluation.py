@@ -79,6 +79,28 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     return report
 
 
+def generation_settings(captioner: Any) -> dict[str, Any] | None:
+    """Every captioner setting that moves a describe figure: kind, model, device, dtype (and quantisation),
+    beams and token limits. None without a captioner."""
+    if captioner is None:
+        return None
+    from rag.models import captioner as captioners
+
+    model = getattr(captioner, "model", None)
+    dtype = getattr(model, "dtype", None) or getattr(captioner, "dtype", None)
+    settings: dict[str, Any] = {"kind": getattr(captioner, "kind", type(captioner).__name__),
+                                "model": getattr(captioner, "model_id", None), "device": getattr(captioner, "device", None),
+                                "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+                                "quantize": getattr(captioner, "quantize", None)}
+    if settings["kind"] == "git":
+        settings.update(beams=captioners.GIT_BEAMS, context_beams=captioners.GIT_CONTEXT_BEAMS,
+                        max_new_tokens=captioners.GIT_MAX_NEW_TOKENS, consensus_weight=captioners.CONSENSUS_WEIGHT)
+    elif settings["kind"] == "qwen2-vl":
+        settings.update(decoding="greedy", max_new_tokens=captioners.QWEN_MAX_NEW_TOKENS,
+                        max_pixels=captioners.QWEN_MAX_PIXELS)
+    return settings
+
+
 def _report(run: EvalRun, settings: Settings, results: dict[str, Any], skipped: dict[str, str],
             timings: dict[str, float]) -> dict[str, Any]:
     """The JSON report: settings, collection, models, machine, ground truth, results, skipped tasks, timings."""
@@ -91,6 +113,10 @@ def _report(run: EvalRun, settings: Settings, results: dict[str, Any], skipped: 
             "tasks": run.requested, "sample": args.sample, "seed": args.seed, "k": args.k, "depth": args.depth,
             "queries_file": args.queries, "captioner": settings.captioner, "captioner_model": settings.captioner_model,
             "text_model": settings.text_model, "device": info["device"],
+            # the query path: RAG_QUANTIZE / --quantize as asked, and what runs (int8 ONNX Runtime moves MRR slightly)
+            "quantize_requested": settings.quantize, "quantize": info["quantize"],
+            "quantize_engine": info["quantize_engine"],
+            "generation": generation_settings(run.pipeline.captioner),
             "metrics": {"bleu": metrics.BLEU_SETTINGS, "rouge": metrics.ROUGE_SETTINGS,
                         "map": "AP@10 normalised by min(10, R), R = relevant rows other than the query"},
         },
