@@ -14,13 +14,16 @@ python -m pip install --quiet -r requirements.txt
 if [ "${1:-}" = "--dev" ]; then
   python -m pip install --quiet -r requirements-dev.txt
   python -m pip install --quiet -r requirements-build.txt  # optional builder engines (Ray), tested in CI
-  if ! command -v chromium >/dev/null 2>&1; then
+  # Chromium drives the page tests; node + npm run the README's JavaScript example with the pinned @gradio/client
+  missing=""
+  command -v chromium >/dev/null 2>&1 || missing="$missing chromium chromium-driver"
+  command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+  if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null || true
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    # shellcheck disable=SC2086
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi
-  # the README's JavaScript example is tested with the pinned @gradio/client, where node is there
-  if command -v npm >/dev/null 2>&1; then
-    npm ci --prefix tests/js --no-audit --no-fund --silent || echo "npm ci failed: the JavaScript README test will be skipped" >&2
-  fi
+  # a failed install is a failure, not a skipped test later
+  npm ci --prefix tests/js --no-audit --no-fund --silent
 fi

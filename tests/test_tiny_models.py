@@ -151,24 +151,6 @@ def test_tiny_qwen2vl_folder_mirrors_the_real_repo(tiny_qwen2vl_dir: str) -> Non
     )
 
 
-def _has_torchvision() -> bool:
-    """Whether transformers sees torchvision (it then builds Qwen2-VL processors the standard way)."""
-    from transformers.utils import is_torchvision_available
-
-    return is_torchvision_available()
-
-
-@pytest.mark.skipif(
-    not _has_torchvision(),
-    reason="transformers 5 cannot build a Qwen2-VL processor without torchvision (for the real repo either)",
-)
-def test_tiny_qwen2vl_loads_with_auto_processor_when_torchvision_is_installed(tiny_qwen2vl_dir: str) -> None:
-    """Where torchvision is installed, plain AutoProcessor.from_pretrained works as for the real repo."""
-    from transformers import AutoProcessor, Qwen2VLProcessor
-
-    assert isinstance(AutoProcessor.from_pretrained(tiny_qwen2vl_dir), Qwen2VLProcessor)
-
-
 @pytest.mark.slow
 def test_random_clip_vit_b32_has_the_real_sizes(tmp_path: Path) -> None:
     """The benchmark stand-in loads via SentenceTransformer with ViT-B/32's 224px input and 512-d output."""
