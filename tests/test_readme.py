@@ -1,4 +1,4 @@
-"""The README runs as written: every fenced example and every CLI command in it is extracted and executed.
+"""The README and docs/ run as written: every fenced example and every CLI command in them is extracted and executed.
 
 * Every ```python block runs in a fresh interpreter against the test app (the Space id replaced by the local
   URL), once on a collection with captions and labels and once on one with neither: it must exit 0, print
@@ -12,7 +12,9 @@
   huggingface_hub function boundary, so a later ``--verify you/...`` or ``--collection you/...`` pulls them with
   the real ``snapshot_download``. Unknown flags, datasets or files fail loudly.
 
-The blocks are read from README.md at collection time, so an edited or added command is checked as written.
+The blocks are read from README.md and docs/*.md (in the reading order of tests/readme_blocks.py; docs/library.md
+is left to tests/test_library.py) at collection time, so an edited or added command is checked as written. Shell
+lines that are not run are accounted for, each with its reason, by tests/test_docs.py and the run's summary.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from testkit.fake_hub import FakeHub
 from testkit.hub_fixtures import HUB_DATASETS, make_hub_fixtures
-from readme_blocks import Block, Command, cli_commands, read_blocks, uses_curl
+from readme_blocks import SKIP_MARK, Block, Command, cli_commands, doc_pages, read_all_blocks, uses_curl
 from testkit.shapes import write_shape_folder
 from test_app import launch_app, shapes_collection
 from testkit.tiny_models import make_shape_images
@@ -49,14 +52,12 @@ from rag.startup import open_pipeline
 pytestmark = pytest.mark.slow  # one shared setup (tiny models, two apps, fixtures) then ~20 commands: > 60 s
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-BLOCKS = read_blocks(README)
+BLOCKS = read_all_blocks(ROOT)  # README.md, then docs/*.md in reading order
 SPACE_ID, SPACE_URL = "you/multimodal-rag", "https://you-multimodal-rag.hf.space"
 PYTHON_BLOCKS = [b for b in BLOCKS if b.lang == "python"]
 CURL_BLOCKS = [b for b in BLOCKS if uses_curl(b)]
 JS_BLOCKS = [b for b in BLOCKS if b.lang == "js"]
 COMMANDS = [c for b in BLOCKS if b.lang == "bash" and not uses_curl(b) for c in cli_commands(b)]
-SKIP_MARK = "# readme-test: skip"  # a README command carrying this comment is listed as skipped, with its reason
 COLLECTIONS = ("captioned", "bare")  # the examples must print something useful with and without captions/labels
 JS_DIR = ROOT / "tests" / "js"
 RAG_VARIABLES = ("RAG_COLLECTION", "RAG_REVISION", "RAG_TEXT_MODEL", "RAG_CAPTIONER", "RAG_CAPTIONER_MODEL",
@@ -81,70 +82,6 @@ def _cache_repo(cache: Path, kind: str, repo_id: str, files: Path, revision: str
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
     return commit
-
-
-class FakeHub:
-    """Stands in for ``HfApi`` (rag.collection.hub's Hub writer): commits land in the offline HF cache as snapshots, so a later
-    ``snapshot_download`` of the repo (``--verify you/...``, ``--collection you/...``) reads what was pushed."""
-
-    def __init__(self, cache: Path) -> None:
-        self.cache, self.calls, self.heads = cache, [], {}
-
-    def __call__(self, *args, **kwargs) -> "FakeHub":  # HfApi(token=...)
-        return self
-
-    def _snapshot(self, repo_id: str, commit: str | None) -> Path | None:
-        return self.cache / f"datasets--{repo_id.replace('/', '--')}" / "snapshots" / commit if commit else None
-
-    def create_repo(self, repo_id: str, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-        return f"https://huggingface.co/datasets/{repo_id}"
-
-    def create_branch(self, repo_id: str, **kwargs):
-        self.calls.append(("create_branch", repo_id, kwargs))
-
-    def dataset_info(self, repo_id: str, revision: str | None = None, **kwargs):
-        return SimpleNamespace(id=repo_id, sha=self.heads.get((repo_id, revision or "main")))
-
-    def list_repo_files(self, repo_id: str, revision: str | None = None, **kwargs) -> list[str]:
-        snapshot = self._snapshot(repo_id, self.heads.get((repo_id, revision or "main"), revision))
-        if not snapshot or not snapshot.is_dir():
-            return []
-        return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-
-    def create_commit(self, repo_id: str, operations, revision: str | None = None, parent_commit: str | None = None,
-                      repo_type: str | None = None, **kwargs):
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-        self.calls.append(("create_commit", repo_id, {"revision": revision, "parent_commit": parent_commit, **kwargs}))
-        staged = self.cache.parent / "commit-staging" / repo_id.replace("/", "--")
-        shutil.rmtree(staged, ignore_errors=True)
-        parent = self._snapshot(repo_id, parent_commit)
-        if parent and parent.is_dir():
-            shutil.copytree(parent, staged)
-        for op in operations:
-            if isinstance(op, CommitOperationAdd):
-                (staged / op.path_in_repo).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(op.path_or_fileobj, staged / op.path_in_repo)
-            elif isinstance(op, CommitOperationDelete):
-                (staged / op.path_in_repo).unlink(missing_ok=True)
-        commit = _cache_repo(self.cache, repo_type or "model", repo_id, staged, revision or "main")
-        self.heads[(repo_id, revision or "main")] = commit
-        return SimpleNamespace(oid=commit, commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{commit}")
-
-    def list_repo_tree(self, repo_id: str, revision: str | None = None, **kwargs):
-        snapshot = self._snapshot(repo_id, revision)
-        for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
-            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-            yield SimpleNamespace(path=path.relative_to(snapshot).as_posix(), size=path.stat().st_size,
-                                  lfs=SimpleNamespace(sha256=sha256))
-
-
-def _patch_hub(monkeypatch: pytest.MonkeyPatch, fake: FakeHub) -> None:
-    """Replace the Hub client where the project makes its calls (``rag.collection.hub.HfApi``)."""
-    from rag.collection import hub
-
-    monkeypatch.setattr(hub, "HfApi", fake)
 
 
 # -- the working folder a user would have ------------------------------------------------------------------
@@ -191,7 +128,7 @@ class Workspace:
         if "--dataset" in argv:
             dataset = argv[argv.index("--dataset") + 1]
             if not (self.root / dataset).exists() and not Path(dataset).exists():
-                return argv, (f"README line {command.line} uses dataset {dataset!r}, which has no offline fixture: "
+                return argv, (f"{command.source} line {command.line} uses dataset {dataset!r}, which has no offline fixture: "
                               "add its schema to testkit/hub_fixtures.py (or mark the line '# readme-test: skip ...')")
         return argv, None
 
@@ -245,7 +182,8 @@ def offline_hub(tmp_path_factory, tiny_clip_legacy_dir, tiny_git_dir, tiny_qwen2
                             "microsoft/git-base-coco": tiny_git_dir,
                             "Qwen/Qwen2-VL-2B-Instruct": tiny_qwen2vl_dir}.items():
         _cache_repo(cache, "model", repo_id, Path(folder))
-    fake = FakeHub(cache)
+    fake = FakeHub()  # testkit's one fake Hub: pulls write the pushed files into this HF cache
+    fake.login("you")  # the README's `you/...` repos: pushed as a user who ran `hf auth login`
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(constants, "HF_HUB_CACHE", str(cache))
         patch.setattr(constants, "HF_HUB_OFFLINE", True, raising=False)
@@ -255,7 +193,7 @@ def offline_hub(tmp_path_factory, tiny_clip_legacy_dir, tiny_git_dir, tiny_qwen2
         patch.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
         for name in RAG_VARIABLES:
             patch.delenv(name, raising=False)
-        _patch_hub(patch, fake)
+        fake.install(patch)
         yield fake
 
 
@@ -318,12 +256,12 @@ def _example(block: Block, url: str) -> str:
     text = re.sub(r"([\"'])[\w-]+/" + re.escape(SPACE_ID.split("/")[1]) + r"\1", lambda m: f'"{url}"', text)  # any owner's copy
     leftover = re.search(r"[\w-]+\.hf\.space|(Client|Client\.connect)\(\s*[\"'][\w.-]+/[\w.-]+[\"']", text)
     if leftover:
-        pytest.fail(f"README block at line {block.line} calls {leftover.group(0)!r}: use {SPACE_ID!r} / {SPACE_URL!r}")
+        pytest.fail(f"{block.source} block at line {block.line} calls {leftover.group(0)!r}: use {SPACE_ID!r} / {SPACE_URL!r}")
     return text
 
 
 def _check_output(block: Block, proc: subprocess.CompletedProcess) -> None:
-    shown = f"README {block.lang} block at line {block.line} ({block.heading}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    shown = f"{block.source} {block.lang} block at line {block.line} ({block.heading}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, shown
     assert proc.stdout.strip(), "printed nothing: " + shown
     assert "Traceback" not in proc.stdout + proc.stderr, shown
@@ -333,16 +271,18 @@ def _check_output(block: Block, proc: subprocess.CompletedProcess) -> None:
 
 
 def test_readme_shows_every_way_in_and_the_schemas_of_its_datasets():
-    assert any("gradio_client" in b.text for b in PYTHON_BLOCKS), "no Python client example"
-    assert any("/gradio_api/call/" in b.text for b in CURL_BLOCKS), "no raw HTTP (curl) example"
-    assert any("@gradio/client" in b.text for b in JS_BLOCKS), "no JavaScript client example"
+    front = [b for b in BLOCKS if b.source == "README.md"]  # the front door itself shows one example of each way in
+    assert any(b.lang == "python" and "gradio_client" in b.text for b in front), "no Python client example"
+    assert any(uses_curl(b) and "/gradio_api/call/" in b.text for b in front), "no raw HTTP (curl) example"
+    assert any(b.lang == "js" and "@gradio/client" in b.text for b in front), "no JavaScript client example"
+    assert any(b.lang == "python" and "/gradio_api/mcp/" in b.text for b in front), "no MCP example"
     assert any(c.argv[1] == "index_build.py" for c in COMMANDS) and any("rag.evaluate" in c.argv for c in COMMANDS)
-    text = README.read_text(encoding="utf-8")
+    text = "\n".join(page.read_text(encoding="utf-8") for page in doc_pages(ROOT))
     used = {c.argv[c.argv.index("--dataset") + 1] for c in COMMANDS if "--dataset" in c.argv and SKIP_MARK not in c.text}
     assert used <= set(HUB_DATASETS), f"datasets without an offline fixture: {used - set(HUB_DATASETS)}"
     for dataset_id, (kind, splits) in HUB_DATASETS.items():
         row = next((line for line in text.splitlines() if line.startswith(f"| `{dataset_id}`")), None)
-        assert row, f"README has no schema row for {dataset_id}"
+        assert row, f"neither README.md nor docs/ has a schema row for {dataset_id}"
         columns, listed_splits = row.split("|")[2], row.split("|")[3]
         for split in splits:
             assert f"`{split}`" in listed_splits, (dataset_id, split)
@@ -387,4 +327,4 @@ def test_cli_command_runs_as_written(command, workspace):
     if SKIP_MARK in command.text:  # e.g. a command that needs a cluster: `... # readme-test: skip (needs a Ray cluster)`
         pytest.skip(command.text.split(SKIP_MARK, 1)[1].strip() or "marked in the README")
     code, out, err = workspace.run(command)
-    assert code == 0, f"README line {command.line}: {command.text}\nexit {code}\n{out[-3000:]}\n{err[-3000:]}"
+    assert code == 0, f"{command.source} line {command.line}: {command.text}\nexit {code}\n{out[-3000:]}\n{err[-3000:]}"

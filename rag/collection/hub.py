@@ -9,10 +9,10 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from rag.collection.reader import CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, Manifest, verify_files
+from rag.collection.reader import ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, Manifest, verify_files
 from rag.errors import CollectionError
 
-COLLECTION_PATTERNS = [MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, f"{DATA_DIR}/metadata-*.parquet"]
+COLLECTION_PATTERNS = [MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, ADAPTER_FILE, f"{DATA_DIR}/metadata-*.parquet"]
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -94,6 +94,11 @@ def push_collection(
     try:
         return _push(directory, files, repo_id, private, revision, token, message)
     except HfHubHTTPError as exc:
+        if getattr(exc.response, "status_code", None) == 412:  # the Hub refused parent_commit: the head moved
+            raise CollectionError(
+                f"Dataset repo {repo_id!r} changed while this push was running (another push landed first), so "
+                "nothing was committed: check what is there now, then push again."
+            ) from exc
         raise CollectionError(f"Pushing to dataset repo {repo_id!r} failed: {exc}") from exc
 
 
