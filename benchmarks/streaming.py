@@ -32,11 +32,9 @@ import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
 import datasets, psutil, pyarrow.parquet  # imported before counting: module files are not the dataset
 import scipy.sparse, torch  # a build has them loaded (CLIP); a stream's first row imports them otherwise
-from rag.ingest.dataset_stream import StreamingDatasetSource
-from rag.ingest.sources import DatasetSource
-cls = StreamingDatasetSource if {streaming!r} else DatasetSource
+from rag.ingest.open_source import SourceSpec, open_source
 process = psutil.Process(); before = process.io_counters(); start = time.perf_counter()
-source = cls({path!r}, split="train", limit={limit!r})
+source = open_source(SourceSpec(dataset={path!r}, split="train", limit={limit!r}, streaming={streaming!r}))
 opened = time.perf_counter() - start
 rows = image_bytes = 0
 for item in source.items():

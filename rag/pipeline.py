@@ -1,4 +1,4 @@
-"""The RAG flow in one place: search_text, search_image, similar_to, describe and info.
+"""The RAG flow in one place: search_text, search_image, similar_to, describe, score and info.
 
 The app, the evaluation and the benchmarks all call this; none re-implements search or prompting.
 Every user-facing failure is an InvalidInput (bad request) or RagError (service problem) with a readable message.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from rag.models.captioner import Captioner, captioner_label
 from rag.collection.reader import Collection
 from rag.search.duplicates import MAX_DUPLICATE_ROWS, MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
 from rag.search.duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
+from rag.models.adapter import adapt_encoder
 from rag.models.encoder import MAX_QUERY_CHARS, Encoder
 from rag.errors import CaptionerError, InvalidInput, ServiceError
 from rag.search.filtered import search_page
@@ -39,6 +41,7 @@ MAX_K = 50
 MAX_CONTEXT_K = 20
 MAX_QUESTION_CHARS = 500
 QUERY_CACHE_SIZE = 256  # text query vectors kept (the examples are clicked again and again)
+MAX_SCORE_TEXTS = 100  # texts scored against one image per call (one batch through the text tower)
 
 
 @dataclass
@@ -118,6 +121,34 @@ def check_query(query: Any) -> str:
     return query
 
 
+def check_texts(texts: Any) -> list[str]:
+    """1 to MAX_SCORE_TEXTS non-empty texts (a single string is one text), whitespace collapsed as in search_text."""
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise InvalidInput("Give at least one text to score the image against (a list of strings).")
+    if len(texts) > MAX_SCORE_TEXTS:
+        raise InvalidInput(f"{len(texts):,} texts were given; at most {MAX_SCORE_TEXTS} are scored at once.")
+    checked = []
+    for number, text in enumerate(texts, 1):
+        if not isinstance(text, str) or not text.strip():
+            problem = "empty" if isinstance(text, str) else "not a string"
+            raise InvalidInput(f"Text {number} of {len(texts)} is {problem}.")
+        text = " ".join(text.split())
+        if len(text) > MAX_QUERY_CHARS:
+            raise InvalidInput(f"Text {number} is {len(text):,} characters long; the limit is {MAX_QUERY_CHARS:,}.")
+        checked.append(text)
+    return checked
+
+
+def image_text_scores(encoder: Encoder, image: ImageInput, texts: Any) -> list[float]:
+    """CLIP cosine similarity of one image with each text (both vectors normalised): higher = a better description."""
+    texts = check_texts(texts)
+    if image is None:
+        raise InvalidInput("Upload an image to score.")
+    image_vector = encoder.encode_images([load_image(image)])[0]
+    return [round(float(s), 6) for s in encoder.encode_texts(texts) @ image_vector]
+
+
 @dataclass
 class Pipeline:
     """A loaded collection, its encoder and (optionally) a captioner."""
@@ -133,11 +164,14 @@ class Pipeline:
     load_seconds: float = 0.0
     _filters: FilterCache | None = field(default=None, repr=False)
     _duplicates: dict[float, Duplicates] = field(default_factory=dict, repr=False)
+    _duplicates_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one all-pairs search at once
     quantize: str = "none"  # the text encoder's conversion in effect (rag.models.quantize)
     quantize_engine: str = ""  # what runs it: "onnxruntime" or "torch" ("" when none)
     searcher: Searcher | None = field(default=None, repr=False)  # kept by with_captioner: built once per collection
 
     def __post_init__(self) -> None:
+        # a tuned collection (rag.finetune) is searched through its adapter on top of the shared base encoder
+        self.encoder = adapt_encoder(self.encoder, self.collection.adapter_path, self.collection.manifest.dim)
         if self.searcher is None:
             self.searcher = make_searcher(self.collection.index)
         self._query_vector = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(self._encode_query)
@@ -257,19 +291,20 @@ class Pipeline:
         """Groups of near-duplicate rows (cosine >= threshold over the whole collection), largest first."""
         threshold = check_threshold(0.95 if threshold is None else threshold, MIN_DUPLICATE_THRESHOLD, "threshold")
         max_groups = check_max_groups(max_groups)
-        if threshold not in self._duplicates:
-            if len(self._duplicates) >= 4:
-                self._duplicates.pop(next(iter(self._duplicates)))
-            if len(self.collection) > MAX_DUPLICATE_ROWS:
-                raise ServiceError(
-                    f"Near-duplicates are searched over collections of up to {MAX_DUPLICATE_ROWS:,} rows on this hardware "
-                    f"(an all-pairs search); this one has {len(self.collection):,}."
-                )
-            if self.collection.stored_vectors([0]) is None:
-                raise ServiceError("This collection's index does not keep its vectors, so duplicates cannot be searched.")
-            vectors = lambda start, end: self.collection.stored_vectors(np.arange(start, end))  # noqa: E731
-            self._duplicates[threshold] = find_duplicates(self.collection.index, vectors, threshold, MAX_GROUPS)
-        found = self._duplicates[threshold]
+        with self._duplicates_lock:  # identical first calls wait for the one search instead of repeating it
+            if threshold not in self._duplicates:
+                if len(self._duplicates) >= 4:
+                    self._duplicates.pop(next(iter(self._duplicates)))
+                if len(self.collection) > MAX_DUPLICATE_ROWS:
+                    raise ServiceError(
+                        f"Near-duplicates are searched over collections of up to {MAX_DUPLICATE_ROWS:,} rows on this hardware "
+                        f"(an all-pairs search); this one has {len(self.collection):,}."
+                    )
+                if self.collection.stored_vectors([0]) is None:
+                    raise ServiceError("This collection's index does not keep its vectors, so duplicates cannot be searched.")
+                vectors = lambda start, end: self.collection.stored_vectors(np.arange(start, end))  # noqa: E731
+                self._duplicates[threshold] = find_duplicates(self.collection.index, vectors, threshold, MAX_GROUPS)
+            found = self._duplicates[threshold]
         return Duplicates(found.groups[:max_groups], threshold, found.total_groups, found.pairs, found.seconds)
 
     def row_vectors(self, rows: Sequence[int], batch_size: int = 32) -> np.ndarray:
@@ -282,6 +317,10 @@ class Pipeline:
             for s in range(0, len(rows), batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), dtype=np.float32)
+
+    def score(self, image: ImageInput, texts: Sequence[str]) -> list[float]:
+        """How well each text describes the image: CLIP cosine in this collection's embedding space, one per text."""
+        return image_text_scores(self.encoder, image, texts)
 
     # -- generation ----------------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from testkit.tiny_models import make_shape_images
 import index_build
 from rag.ingest.builder import BuildOptions, build_collection
 from rag.collection.reader import Collection
-from rag.ingest.dataset_stream import StreamingDatasetSource, open_dataset_source
+from rag.ingest.dataset_source import DatasetSource
+from rag.ingest.dataset_stream import StreamingDatasetSource
+from rag.ingest.open_source import SourceSpec, open_source
 from rag.models.encoder import Encoder
-from rag.ingest.sources import DatasetSource
 
 TIN = "zh-plus/tiny-imagenet"
 
@@ -42,6 +43,11 @@ def datasets_cache(tmp_path, monkeypatch):
 
 def _arrow_bytes(cache) -> int:
     return sum(p.stat().st_size for p in cache.rglob("*.arrow")) if cache.exists() else 0
+
+
+def open_dataset(name, **spec) -> object:
+    """open_source for a dataset, as the owner's CLI opens it."""
+    return open_source(SourceSpec(dataset=str(name), **spec))
 
 
 def _build(args: list[str], clip: str) -> int:
@@ -69,14 +75,14 @@ def test_limit_streams_the_first_rows_without_preparing_the_split(tin, tiny_clip
 
 
 def test_streaming_flag_and_limit_sizes(tin, datasets_cache):
-    assert isinstance(open_dataset_source(str(tin), split="valid"), DatasetSource)
-    assert not isinstance(open_dataset_source(str(tin), split="valid"), StreamingDatasetSource)
-    whole = open_dataset_source(str(tin), split="valid", streaming=True)
+    assert isinstance(open_dataset(tin, split="valid"), DatasetSource)
+    assert not isinstance(open_dataset(tin, split="valid"), StreamingDatasetSource)
+    whole = open_dataset(tin, split="valid", streaming=True)
     assert isinstance(whole, StreamingDatasetSource) and len(whole) == 40  # row count from the dataset card
-    capped = open_dataset_source(str(tin), split="valid", limit=1000)
+    capped = open_dataset(tin, split="valid", limit=1000)
     assert len(capped) == 40  # "at most": the limit, or the split when it is smaller
-    assert len(open_dataset_source(str(tin), split="valid", limit=7)) == 7
-    assert [item.position for item in open_dataset_source(str(tin), split="valid", limit=7).items(5)] == [5, 6]
+    assert len(open_dataset(tin, split="valid", limit=7)) == 7
+    assert [item.position for item in open_dataset(tin, split="valid", limit=7).items(5)] == [5, 6]
 
 
 def test_streaming_flag_builds_the_whole_split_and_where_filters_the_stream(tin, tiny_clip_dir, tmp_path,
@@ -85,7 +91,7 @@ def test_streaming_flag_builds_the_whole_split_and_where_filters_the_stream(tin,
                   tiny_clip_dir) == 0
     assert _arrow_bytes(datasets_cache) == 0
     assert len(Collection.open(tmp_path / "all")) == 40
-    red_circles = open_dataset_source(str(tin), split="valid", label_column="label", where={"label": "0"}, limit=2)
+    red_circles = open_dataset(tin, split="valid", label_column="label", where={"label": "0"}, limit=2)
     assert [item.label for item in red_circles.items()] == ["red circle", "red circle"]
     assert [item.source for item in red_circles.items()] == ["valid[0]", "valid[1]"]  # positions in the filtered stream
 
@@ -95,7 +101,7 @@ def test_saved_to_disk_folder_keeps_the_plain_source(tin, tmp_path, datasets_cac
 
     saved = tmp_path / "saved"
     datasets.load_dataset(str(tin), split="valid").save_to_disk(str(saved))
-    source = open_dataset_source(str(saved), split="valid", limit=5, label_column="label")
+    source = open_dataset(saved, split="valid", limit=5, label_column="label")
     assert type(source) is DatasetSource and len(source) == 5
     assert [item.label for item in source.items()] == [label for _, _, label in make_shape_images(5, seed=4)]
 
@@ -122,13 +128,13 @@ def test_interrupted_streaming_build_resumes_by_skipping_committed_rows(tin, tin
     options = BuildOptions(batch_size=4, chunk_rows=8, workers=1, progress=False)
     args = dict(split="valid", label_column="label", limit=30)
     with pytest.raises(KeyboardInterrupt):
-        build_collection(_Interrupting(str(tin), **args), out, Encoder(tiny_clip_dir), options)
+        build_collection(_Interrupting(SourceSpec(dataset=str(tin), **args)), out, Encoder(tiny_clip_dir), options)
     committed = sum(json.loads(p.read_text())["rows"] for p in (tmp_path / "col.partial" / "chunks").glob("*.json"))
     assert 8 <= committed < 30
     encoder = _CountingEncoder(tiny_clip_dir)
-    build_collection(open_dataset_source(str(tin), **args), out, encoder, options, resume=True)
+    build_collection(open_dataset(tin, **args), out, encoder, options, resume=True)
     assert encoder.encoded == 30 - committed  # the stream skipped what was committed
-    fresh = build_collection(open_dataset_source(str(tin), **args), tmp_path / "fresh", Encoder(tiny_clip_dir), options)
+    fresh = build_collection(open_dataset(tin, **args), tmp_path / "fresh", Encoder(tiny_clip_dir), options)
     assert fresh.rows == len(Collection.open(out)) == 30
     resumed, whole = Collection.open(out), Collection.open(tmp_path / "fresh")
     assert [r["source"] for r in resumed.rows(range(30))] == [r["source"] for r in whole.rows(range(30))]

@@ -13,8 +13,10 @@ from .build_tab import attach_session_end, build_tab, collection_switch, enable_
 from .components import info_markdown
 from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
 from .describe_tab import describe_tab
+from .create_tab import create_tab
 from .duplicates_tab import duplicates_tab
 from .search_tab import search_tab
+from .score_tab import score_tab
 from .explore_tab import explore_api, explore_tab
 from .search_tabs import image_tab, search_handlers, text_tab
 from .theme import CSS, HEAD, space_theme
@@ -92,6 +94,8 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
             searches = [text_tab(ctx, handlers), image_tab(ctx, handlers)]
             search_tab(ctx, handlers)
             describe_tab(ctx)
+            create_tab(ctx)
+            score_tab(ctx)
             duplicates_tab(ctx)
             build_tab(ctx, switch)
             explore_tab(ctx, handlers, searches)

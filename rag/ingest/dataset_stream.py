@@ -1,36 +1,28 @@
-"""A `datasets` source read as a stream: with ``--limit`` only the rows used are downloaded and read.
+"""A `datasets` source read as a stream: with a limit only the rows used are downloaded and read.
 
 ``datasets.load_dataset(..., streaming=True)`` reads a Hub dataset's (or local parquet files') row groups
 on demand, so ``.take(limit)`` of a multi-GB dataset fetches a few MB instead of the whole split. Resuming
 skips the rows already committed with ``.skip(start)``. A folder written by ``save_to_disk`` is already
-local and memory-mapped, so it keeps the plain ``DatasetSource``.
+local and memory-mapped, so open_source keeps the plain DatasetSource for it.
+
+A visitor's stream keeps its `datasets` cache (module files, metadata downloads) in a folder of its own,
+inside the build's work folder, deleted by :meth:`StreamingDatasetSource.cleanup` or when the source is
+garbage-collected: visitors' builds never add to the Space's cache, and never find what the owner's builds
+left there (`datasets` falls back to a cached copy of a dataset the Hub refused).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from rag.errors import CollectionError
-from rag.ingest.sources import DatasetSource, Source, SourceItem
-
-
-def _is_saved_to_disk(name: str) -> bool:
-    """A folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
-    path = Path(name)
-    return path.is_dir() and any((path / marker).exists() for marker in ("dataset_info.json", "dataset_dict.json"))
-
-
-def _load_stream(name: str, config: str | None, split: str, token: str | None) -> Any:
-    """``load_dataset(..., streaming=True)`` for a Hub id, a dataset folder or parquet files."""
-    import datasets
-
-    try:
-        if Path(name).suffix == ".parquet" or "*" in name:
-            return datasets.load_dataset("parquet", data_files=name, split=split, streaming=True)
-        return datasets.load_dataset(name, config, split=split, streaming=True, token=token)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise CollectionError(f"Could not load dataset {name!r} (config {config!r}, split {split!r}): {exc}") from exc
+from rag.ingest.dataset_source import DatasetSource, load_split
+from rag.ingest.hub_access import open_error, read_error
+from rag.ingest.sources import SourceItem
+from rag.ingest.spec import SourceSpec
 
 
 def _split_rows(stream: Any, split: str) -> int | None:
@@ -40,29 +32,42 @@ def _split_rows(stream: Any, split: str) -> int | None:
     return getattr(info, "num_examples", None) or None
 
 
+def _build_cache(spec: SourceSpec) -> str | None:
+    """A visitor's own `datasets` cache folder (inside ``spec.work_dir`` when given); None for the owner."""
+    if not spec.visitor:
+        return None
+    if spec.work_dir is not None:
+        Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="datasets-cache-", dir=spec.work_dir)
+
+
 class StreamingDatasetSource(DatasetSource):
     """Rows of a `datasets` dataset read as a stream; with a limit, at most that many rows are fetched."""
 
-    def __init__(
-        self,
-        name: str,
-        config: str | None = None,
-        split: str = "train",
-        image_column: str | None = None,
-        caption_columns: list[str] | None = None,
-        label_column: str | None = None,
-        where: dict[str, str] | None = None,
-        limit: int | None = None,
-        token: str | None = None,
-    ) -> None:
-        self.name, self.config, self.split, self.limit = name, config, split, limit
-        stream = _load_stream(name, config, split, token)
-        if stream.features is None:  # no schema in the card or files: infer it from the first rows
-            stream = stream._resolve_features()
-        known = None if where else _split_rows(stream, split)
-        self._size = min(limit, known) if limit and known else (limit or known or 0)
-        self._read: int | None = None  # rows in the stream, once it has been read to its end
-        self._configure(stream, stream.features, image_column, caption_columns, label_column, where, limit)
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self.name, self.config, self.split, self.limit = spec.dataset or "", spec.config, spec.split, spec.limit
+        cache = _build_cache(spec)
+        # removed by cleanup(), or at the latest when this source is garbage-collected
+        self._remove_cache = weakref.finalize(self, shutil.rmtree, cache, True) if cache else None
+        try:
+            stream = load_split(spec, streaming=True, cache_dir=cache)
+            if stream.features is None:  # no schema in the card or files: infer it from the first rows
+                stream = self._resolved(stream)
+            known = None if spec.where else _split_rows(stream, spec.split)
+            self._size = min(spec.limit, known) if spec.limit and known else (spec.limit or known or 0)
+            self._read: int | None = None  # rows in the stream, once it has been read to its end
+            self._configure(stream, stream.features)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _resolved(self, stream: Any) -> Any:
+        """The stream with its features inferred from its first rows (this reads them)."""
+        try:
+            return stream._resolve_features()
+        except Exception as exc:
+            raise open_error(self.spec, exc) from exc
 
     def _limited(self, dataset: Any, limit: int | None) -> Any:
         """The first ``limit`` rows of the stream (all without a limit); nothing is read yet."""
@@ -83,32 +88,16 @@ class StreamingDatasetSource(DatasetSource):
                 if position == self.limit:  # stop here: asking `.take()` for one more row reads one more row group
                     break
         except (OSError, ValueError) as exc:
-            raise CollectionError(
-                f"Reading dataset {self.name!r} stopped at row {position}: {exc}. Run again with --resume "
-                "to continue from the rows already saved."
-            ) from exc
+            raise read_error(self.spec, position, exc) from exc
         finally:
             # finish the reader now, not at interpreter exit, where pyarrow's scan threads may already be gone
             getattr(rows, "close", lambda: None)()
         self._read = position
 
+    def cleanup(self) -> None:
+        """Delete a visitor's per-build `datasets` cache (the stream cannot be read after this)."""
+        if self._remove_cache is not None:
+            self._remove_cache()
+
     def manifest_entry(self) -> dict[str, Any]:
         return {**super().manifest_entry(), "streaming": True, "limit": self.limit}
-
-
-def open_dataset_source(
-    name: str,
-    config: str | None = None,
-    split: str = "train",
-    image_column: str | None = None,
-    caption_columns: list[str] | None = None,
-    label_column: str | None = None,
-    where: dict[str, str] | None = None,
-    limit: int | None = None,
-    token: str | None = None,
-    streaming: bool | None = None,
-) -> Source:
-    """A stream when there is a limit or ``streaming`` is set (a ``save_to_disk`` folder never streams), else the whole split."""
-    stream = bool(limit) if streaming is None else streaming
-    cls = StreamingDatasetSource if stream and not _is_saved_to_disk(name) else DatasetSource
-    return cls(name, config, split, image_column, caption_columns, label_column, where, limit, token)

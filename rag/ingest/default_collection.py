@@ -17,7 +17,7 @@ from rag.ingest.builder import BuildOptions, build_collection
 from rag.collection.reader import MANIFEST
 from rag.config import DEFAULT_EMBEDDING_MODEL, Settings
 from rag.models.encoder import Encoder
-from rag.ingest.dataset_stream import open_dataset_source
+from rag.ingest.open_source import OWNER, SourceSpec, open_source
 from rag.errors import ResumeMismatch
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def ensure_default_collection(
         return out
     status(f"building the default collection from {dataset} ({split}, first {limit:,} images) into {out}")
     started = time.perf_counter()
-    source = open_dataset_source(dataset, split=split, limit=limit, token=settings.hf_token)  # streams: only `limit` rows are fetched
+    # the Space's own build (its token may read the owner's private dataset); streams: only `limit` rows are fetched
+    source = open_source(SourceSpec(dataset=dataset, split=split, limit=limit, token=settings.hf_token, asker=OWNER))
     status(f"loading embedding model {model}")
     encoder = Encoder(model, device=settings.device, token=settings.hf_token)
     reported = [-1]

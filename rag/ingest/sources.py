@@ -1,25 +1,26 @@
-"""Readers: turn an image folder (+ captions file) or a `datasets` dataset into a stream of source items.
+"""Sources: what a build reads, one item at a time. The base types, and the image-folder reader.
 
-Items are not decoded here; the builder decodes them in worker threads (see rag.ingest.builder).
+Items are not decoded here; the builder decodes them in worker threads (see rag.ingest.builder). Every caller
+opens a source through rag.ingest.open_source.open_source; the `datasets` readers live in dataset_source.py
+(a whole split) and dataset_stream.py (a stream), archives in archives.py.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator
 
-from rag.errors import CollectionError
+from rag.errors import CollectionError, InvalidInput
 from rag.images.decode import IMAGE_EXTENSIONS
+from rag.ingest.caption_files import CAPTION_KEYS, CaptionLimits, caption_rows
 
 log = logging.getLogger(__name__)
 
 PATH_KEYS = ("file", "filename", "file_name", "path", "image", "image_path")
-CAPTION_KEYS = ("caption", "captions", "text", "description", "sentences", "raw")
 
 
 @dataclass
@@ -28,10 +29,28 @@ class SourceItem:
 
     position: int
     source: str
-    image: Any  # a file path, raw bytes, or a PIL image
+    image: Any  # a file path, raw bytes, a PIL image, or a RefusedImage
     captions: list[str] = field(default_factory=list)
     label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RefusedImage:
+    """An image cell a source will not open (a server path in a visitor's dataset), with the reason to report.
+
+    Decoding treats any value that is not bytes, an array or a PIL image as a path, so it asks for the path
+    (``os.fspath``) and gets InvalidInput(reason): the item is skipped with that reason exactly like an
+    unreadable image, by the local and the Ray builder alike, and nothing on the server is touched.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __fspath__(self) -> str:
+        raise InvalidInput(self.reason)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return RefusedImage, (self.reason,)
 
 
 class Source:
@@ -46,6 +65,9 @@ class Source:
     def manifest_entry(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def cleanup(self) -> None:
+        """Delete what opening the source wrote (extracted files, a per-build cache); nothing by default."""
+
     _extra: list[str] = []
 
     @property
@@ -56,22 +78,6 @@ class Source:
     @property
     def caption_source(self) -> str:
         return "none"
-
-
-def _read_caption_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise CollectionError(f"Captions file {path} does not exist.")
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as exc:
-                    raise CollectionError(f"{path.name} line {number} is not JSON: {exc}") from exc
-        return rows
-    return list(csv.DictReader(text.splitlines()))
 
 
 def _pick_key(keys: list[str], candidates: tuple[str, ...], what: str, path: Path) -> str:
@@ -90,6 +96,7 @@ class FolderSource(Source):
         captions_file: str | Path | None = None,
         label_from_folder: bool = False,
         limit: int | None = None,
+        caption_limits: CaptionLimits = CaptionLimits(),
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -105,42 +112,39 @@ class FolderSource(Source):
         self.metadata: dict[str, dict[str, Any]] = defaultdict(dict)
         self._extra: list[str] = []
         if self.captions_file:
-            self._load_captions()
+            self._load_captions(caption_limits)
 
-    def _load_captions(self) -> None:
-        rows = _read_caption_rows(self.captions_file)
-        if not rows:
-            raise CollectionError(f"Captions file {self.captions_file} has no rows.")
-        keys = list(rows[0].keys())
+    def _load_captions(self, limits: CaptionLimits) -> None:
+        """Read the captions file row by row (capped), keeping only the rows that name one of ``self.files``."""
+        rows = caption_rows(self.captions_file, limits)
+        first = next(rows, None)
+        if first is None:
+            raise CollectionError(f"Captions file {self.captions_file.name} has no rows.")
+        keys = list(first.keys())
         path_key = _pick_key(keys, PATH_KEYS, "file path", self.captions_file)
         caption_key = next((k for k in CAPTION_KEYS if k in keys), None)
         self._extra = [k for k in keys if k not in (path_key, caption_key, "label")]
-        by_name = defaultdict(list)
-        for file in self.files:
-            by_name[file.name].append(file)
-        for row in rows:
-            key = self._match(str(row[path_key]).strip(), by_name)
-            if key is None:
-                continue
-            caption = row.get(caption_key) if caption_key else None
-            if isinstance(caption, list):
-                self.captions[key].extend(str(c).strip() for c in caption if str(c).strip())
-            elif caption and str(caption).strip():
-                self.captions[key].append(str(caption).strip())
-            if row.get("label") not in (None, ""):
-                self.labels[key] = str(row["label"])
-            for name in self._extra:
-                if row.get(name) not in (None, ""):
-                    self.metadata[key][name] = row[name]
+        known = {file.relative_to(self.folder).as_posix() for file in self.files}
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for relative in known:
+            by_name[relative.rpartition("/")[2]].append(relative)
+        for row in chain([first], rows):
+            key = _match(str(row.get(path_key) or "").strip(), known, by_name)
+            if key is not None:
+                self._add_row(key, row, caption_key)
 
-    def _match(self, name: str, by_name: dict[str, list[Path]]) -> str | None:
-        relative = name.replace("\\", "/").lstrip("./")
-        if (self.folder / relative).is_file():
-            return relative
-        candidates = by_name.get(Path(relative).name, [])
-        if len(candidates) == 1:
-            return candidates[0].relative_to(self.folder).as_posix()
-        return None
+    def _add_row(self, key: str, row: dict[str, Any], caption_key: str | None) -> None:
+        """One captions-file row's captions, label and extra columns, for the image ``key``."""
+        caption = row.get(caption_key) if caption_key else None
+        if isinstance(caption, list):
+            self.captions[key].extend(str(c).strip() for c in caption if str(c).strip())
+        elif caption and str(caption).strip():
+            self.captions[key].append(str(caption).strip())
+        if row.get("label") not in (None, ""):
+            self.labels[key] = str(row["label"])
+        for name in self._extra:
+            if row.get(name) not in (None, ""):
+                self.metadata[key][name] = row[name]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -164,7 +168,7 @@ class FolderSource(Source):
     def manifest_entry(self) -> dict[str, Any]:
         return {
             "kind": "images",
-            "name": _public_name(self.folder),
+            "name": public_name(self.folder),
             "captions_file": _relative_to(self.captions_file, self.folder) if self.captions_file else None,
             "label_from_folder": self.label_from_folder,
             "rows": len(self),
@@ -175,7 +179,16 @@ class FolderSource(Source):
         return f"captions file {self.captions_file.name}" if self.captions_file else "none"
 
 
-def _public_name(path: Path) -> str:
+def _match(name: str, known: set[str], by_name: dict[str, list[str]]) -> str | None:
+    """The image a captions row names: its path relative to the folder, else a file name unique in the folder."""
+    relative = name.replace("\\", "/").lstrip("./")
+    if relative in known:
+        return relative
+    candidates = by_name.get(relative.rpartition("/")[2], [])  # not Path(): pathlib interns every row's parts
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def public_name(path: Path) -> str:
     """A local folder or file as published in the manifest: its name only, never the builder's absolute path."""
     return Path(path).expanduser().resolve().name
 
@@ -186,127 +199,3 @@ def _relative_to(path: Path, folder: Path) -> str:
         return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
     except ValueError:
         return Path(path).name
-
-
-def _load_dataset(name: str, config: str | None, split: str, token: str | None):
-    import datasets
-
-    path = Path(name)
-    try:
-        if path.is_dir() and any((path / m).exists() for m in ("dataset_info.json", "dataset_dict.json")):
-            loaded = datasets.load_from_disk(str(path))
-            return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        if path.suffix == ".parquet" or "*" in name:
-            return datasets.load_dataset("parquet", data_files=name, split=split)
-        return datasets.load_dataset(name, config, split=split, token=token)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise CollectionError(f"Could not load dataset {name!r} (config {config!r}, split {split!r}): {exc}") from exc
-
-
-class DatasetSource(Source):
-    """Rows of a `datasets` dataset (Hub id, local folder or parquet files) with an image column, read whole."""
-
-    def __init__(
-        self,
-        name: str,
-        config: str | None = None,
-        split: str = "train",
-        image_column: str | None = None,
-        caption_columns: list[str] | None = None,
-        label_column: str | None = None,
-        where: dict[str, str] | None = None,
-        limit: int | None = None,
-        token: str | None = None,
-    ) -> None:
-        self.name, self.config, self.split = name, config, split
-        dataset = _load_dataset(name, config, split, token)
-        self._configure(dataset, dataset.features, image_column, caption_columns, label_column, where, limit)
-
-    def _configure(self, dataset: Any, features: Any, image_column: str | None, caption_columns: list[str] | None,
-                   label_column: str | None, where: dict[str, str] | None, limit: int | None) -> None:
-        """Check and pick the columns from ``features``, then filter and cap ``dataset`` (a Dataset or a stream)."""
-        import datasets
-
-        name = self.name
-        if image_column is None:
-            image_column = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
-            if image_column is None:
-                raise CollectionError(f"Dataset {name!r} has no image column; pass --image-column (columns: {list(features)}).")
-        for column in [image_column, *(caption_columns or []), *([label_column] if label_column else [])]:
-            if column not in features:
-                raise CollectionError(f"Dataset {name!r} has no column {column!r}; its columns are {list(features)}.")
-        if isinstance(features[image_column], datasets.Image):
-            dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-        if where:
-            for column, value in where.items():
-                if column not in features:
-                    raise CollectionError(f"--where column {column!r} is not in dataset {name!r}.")
-                dataset = dataset.filter(lambda v, c=column, w=value: str(v) == w, input_columns=[column])
-        self.dataset = self._limited(dataset, limit)
-        self.image_column = image_column
-        if caption_columns is None:
-            caption_columns = [c for c in CAPTION_KEYS if c in features][:1]
-        self.caption_columns = caption_columns
-        self.label_column = label_column
-        self.label_names = None
-        if label_column and isinstance(features[label_column], datasets.ClassLabel):
-            self.label_names = features[label_column].names
-        used = {image_column, *self.caption_columns, label_column}
-        self._extra = [
-            c for c, f in features.items() if c not in used and not isinstance(f, (datasets.Image, datasets.Audio))
-        ]
-        self.where = where or {}
-
-    def _limited(self, dataset: Any, limit: int | None) -> Any:
-        """The first ``limit`` rows (all without a limit)."""
-        return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def _label(self, value: Any) -> str | None:
-        if value is None:
-            return None
-        if self.label_names is not None and isinstance(value, int) and 0 <= value < len(self.label_names):
-            return self.label_names[value]
-        return str(value)
-
-    def items(self, start: int = 0) -> Iterator[SourceItem]:
-        for position in range(start, len(self.dataset)):
-            yield self._item(position, self.dataset[position])
-
-    def _item(self, position: int, row: dict[str, Any]) -> SourceItem:
-        """One dataset row as a SourceItem: undecoded image bytes/path, non-empty captions, label name."""
-        image = row[self.image_column]
-        if isinstance(image, dict):
-            image = image.get("bytes") or image.get("path")
-        captions: list[str] = []
-        for column in self.caption_columns:
-            value = row[column]
-            values = value if isinstance(value, (list, tuple)) else [value]
-            captions.extend(str(v).strip() for v in values if v is not None and str(v).strip())
-        return SourceItem(
-            position=position,
-            source=f"{self.split}[{position}]",
-            image=image,
-            captions=captions,
-            label=self._label(row[self.label_column]) if self.label_column else None,
-            extra={c: row[c] for c in self._extra},
-        )
-
-    def manifest_entry(self) -> dict[str, Any]:
-        return {
-            "kind": "dataset",
-            "name": _public_name(Path(self.name)) if Path(self.name).exists() else self.name,
-            "config": self.config,
-            "split": self.split,
-            "where": self.where,
-            "image_column": self.image_column,
-            "caption_columns": self.caption_columns,
-            "label_column": self.label_column,
-            "rows": len(self),
-        }
-
-    @property
-    def caption_source(self) -> str:
-        return f"dataset column(s) {', '.join(self.caption_columns)}" if self.caption_columns else "none"

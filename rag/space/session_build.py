@@ -19,7 +19,9 @@ from rag.ingest.builder import BuildCancelled, BuildOptions, build_collection
 from rag.config import Settings
 from rag.errors import InvalidInput, RagError
 from rag.collection.hub import looks_like_repo_id
+from rag.models.adapter import base_encoder
 from rag.space.sessions import BuildCancelledWhileWaiting, SessionRegistry
+from rag.ingest.open_source import VISITOR, SourceSpec, open_source
 from rag.ingest.sources import Source
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ def check_limit(limit: Any, maximum: int) -> int:
 
 
 def make_source(request: BuildRequest, work: Path, settings: Settings, token: str | None = None) -> Source:
-    """The archive (extracted safely into ``work``) or the dataset (streamed up to the limit)."""
+    """The archive (extracted safely into ``work/images``) or the dataset (streamed up to the limit), opened as
+    a visitor's: with the visitor's sign-in ``token`` or no token at all, never the Space's own HF_TOKEN."""
     limit = check_limit(request.limit, settings.build_max_images)
     has_dataset = bool((request.dataset or "").strip())
     if bool(request.archive) == has_dataset:
@@ -88,20 +91,22 @@ def make_source(request: BuildRequest, work: Path, settings: Settings, token: st
         if archive.stat().st_size > cap:
             raise InvalidInput(f"{archive.name} is {archive.stat().st_size / 1e6:,.1f} MB; the limit is {settings.build_max_mb} MB.")
         limits = ArchiveLimits(max_total_bytes=cap, max_ratio=MAX_RATIO)
-        return ArchiveSource(archive, work / "images", bool(request.label_from_folder), limit, limits)
-    return _dataset_source(request, limit, token)
+        return open_source(SourceSpec(images=archive, label_from_folder=bool(request.label_from_folder), limit=limit,
+                                      asker=VISITOR, work_dir=work, archive_limits=limits))
+    return _dataset_source(request, limit, work, token)
 
 
-def _dataset_source(request: BuildRequest, limit: int, token: str | None) -> Source:
-    from rag.ingest.sources import DatasetSource
-
+def _dataset_source(request: BuildRequest, limit: int, work: Path, token: str | None) -> Source:
+    """A Hub dataset, streamed (only ``limit`` rows are downloaded), with a `datasets` cache of this build's own."""
     name = request.dataset.strip()
     if not looks_like_repo_id(name) and os.environ.get(LOCAL_DATASETS_VARIABLE) != "1":
         raise InvalidInput(f"{name!r} is not a Hub dataset id (user/name).")
     captions = [c.strip() for c in request.caption_column.split(",") if c.strip()] if request.caption_column else None
-    return DatasetSource(name, split=(request.split or "train").strip(), image_column=request.image_column.strip() or None,
-                         caption_columns=captions, label_column=request.label_column.strip() or None, limit=limit,
-                         token=token)
+    return open_source(SourceSpec(
+        dataset=name, split=(request.split or "train").strip(), image_column=request.image_column.strip() or None,
+        caption_columns=captions, label_column=request.label_column.strip() or None, limit=limit,
+        token=token or None, asker=VISITOR, work_dir=work,
+    ))
 
 
 class _Meter:
@@ -126,9 +131,11 @@ def run_session_build(
     settings: Settings,
     on_progress: Callable[[BuildProgress], None] | None = None,
     token: str | None = None,
+    client: str | None = None,
 ) -> dict[str, Any]:
-    """Build the session's collection and serve it to that session; returns ok, rows, skipped, seconds, rate."""
-    state, work = registry.begin_build(session_id)
+    """Build the session's collection and serve it to that session; returns ok, rows, skipped, seconds, rate.
+    ``client`` (the caller's address) counts the build against that client's share of the line."""
+    state, work = registry.begin_build(session_id, client)
     started = time.perf_counter()
     source: Source | None = None
     try:
@@ -141,7 +148,8 @@ def run_session_build(
             source = make_source(request, work, settings, token)
             meter = _Meter(on_progress)
             options = BuildOptions(batch_size=settings.build_batch_size, workers=1, progress=False)
-            manifest = build_collection(source, work / "collection", registry.space.encoder, options,
+            encoder = base_encoder(registry.space.encoder)  # never a tuned collection's adapter (rag.models.adapter)
+            manifest = build_collection(source, work / "collection", encoder, options,
                                         on_progress=meter, should_stop=state.cancel.is_set)
         name = _source_name(request)
         pipeline = registry.finish_build(session_id, work / "collection", name)
