@@ -10,7 +10,7 @@ The layout libraries are imported here only, on demand.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -61,7 +61,8 @@ def cosine_neighbours(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     return ids.astype(np.int64), np.maximum(0.0, 1.0 - scores).astype(np.float64)
 
 
-def _tsne(data: np.ndarray, seed: int, progress: bool, threads: int) -> np.ndarray:
+def _tsne(data: np.ndarray, seed: int, progress: bool, threads: int,
+          should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     from openTSNE import TSNE
     from openTSNE.affinity import PerplexityBasedNN
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
@@ -70,7 +71,7 @@ def _tsne(data: np.ndarray, seed: int, progress: bool, threads: int) -> np.ndarr
 
     def tick(iteration: int, error: float, embedding: Any) -> bool:
         bar.update(CALLBACK_EVERY)
-        return False
+        return bool(should_stop and should_stop())  # True ends the optimisation early (a cancelled build)
 
     perplexity = float(min(30.0, max(1.0, (len(data) - 1) / 3)))
     neighbours = min(len(data) - 1, int(3 * perplexity))  # openTSNE's own choice of k for a perplexity
@@ -104,9 +105,10 @@ def _umap(data: np.ndarray, seed: int, progress: bool, threads: int) -> np.ndarr
 
 def compute_layout(
     vectors: np.ndarray, method: str = DEFAULT_METHOD, seed: int = DEFAULT_SEED, progress: bool = True,
-    threads: int = 2,
+    threads: int = 2, should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """An (n, 2) float32 layout of ``vectors``, centred and scaled to [-1, 1]; deterministic for a given seed."""
+    """An (n, 2) float32 layout of ``vectors``, centred and scaled to [-1, 1]; deterministic for a given seed.
+    ``should_stop`` is polled every few t-SNE iterations: True ends the layout early (the caller then cancels)."""
     if method not in METHODS:
         raise RagError(f"Unknown map method {method!r}; choose one of {', '.join(METHODS)}.")
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -116,7 +118,7 @@ def compute_layout(
     try:
         data = reduce_dims(vectors, seed=seed)
         log.info("map: %s layout of %d rows (PCA to %d dims, seed %d)", method, n, data.shape[1], seed)
-        xy = _tsne(data, seed, progress, threads) if method == "tsne" else _umap(data, seed, progress, threads)
+        xy = _tsne(data, seed, progress, threads, should_stop) if method == "tsne" else _umap(data, seed, progress, threads)
     except ImportError as exc:
         raise LayoutUnavailable(
             f"Computing a map needs {exc.name}, which is not installed: pip install -r requirements.txt "

@@ -35,10 +35,10 @@ def write_map_file(path: Path, xy: np.ndarray) -> None:
 
 
 def store_map(path: Path, vectors: np.ndarray, method: str = DEFAULT_METHOD, seed: int = DEFAULT_SEED,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Compute the layout of ``vectors`` and write it to ``path``; returns the record for ``manifest.build``."""
     started = time.perf_counter()
-    xy = compute_layout(vectors, method=method, seed=seed, progress=progress)
+    xy = compute_layout(vectors, method=method, seed=seed, progress=progress, should_stop=should_stop)
     write_map_file(Path(path), xy)
     return {"file": MAP_FILE, "method": method, "seed": seed, "pca_dims": PCA_DIMS, "rows": len(xy),
             "seconds": round(time.perf_counter() - started, 2)}

@@ -201,7 +201,7 @@ def build_collection(
             flush()
     finally:
         bar.close()
-    return _finish(source, encoder, options, chunks, partial_dir(out), out, started, captioner)
+    return _finish(source, encoder, options, chunks, partial_dir(out), out, started, captioner, should_stop)
 
 
 def _stop_if_asked(should_stop: Callable[[], bool] | None, partial: Path) -> None:
@@ -231,7 +231,7 @@ def source_folder(source: Source) -> Path | None:
 
 
 def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chunks, partial: Path, out: Path,
-            started: float, captioner: CaptionWriter | None) -> Manifest:
+            started: float, captioner: CaptionWriter | None, should_stop: Callable[[], bool] | None = None) -> Manifest:
     """Build the index, write manifest and card, then move the collection into place in one rename."""
     skipped = [s for r in chunks.records for s in r["skipped"]]
     rows = chunks.rows
@@ -268,7 +268,9 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
             "quantize": options.quantize,
         },
     )
-    write_build_map(partial, lambda: vectors, options, manifest)
+    _stop_if_asked(should_stop, partial)
+    write_build_map(partial, lambda: vectors, options, manifest, should_stop)
+    _stop_if_asked(should_stop, partial)  # a cancel during the map ended the layout early: keep nothing
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / CHUNKS_DIR)
     (partial / BUILD_STATE).unlink()
@@ -276,7 +278,8 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
     return manifest
 
 
-def write_build_map(partial: Path, vectors: Callable[[], np.ndarray], options: Any, manifest: Manifest) -> None:
+def write_build_map(partial: Path, vectors: Callable[[], np.ndarray], options: Any, manifest: Manifest,
+                    should_stop: Callable[[], bool] | None = None) -> None:
     """map.parquet for --map (``options.map``, ``.map_seed``, ``.progress``; recorded in manifest.build), for the
     local and Ray builders alike; ``vectors()`` is called only when a map is asked for. A stale map from an
     interrupted run never survives."""
@@ -284,5 +287,6 @@ def write_build_map(partial: Path, vectors: Callable[[], np.ndarray], options: A
 
     (partial / MAP_FILE).unlink(missing_ok=True)
     if options.map:
-        manifest.build["map"] = store_map(partial / MAP_FILE, vectors(), seed=options.map_seed, progress=options.progress)
+        manifest.build["map"] = store_map(partial / MAP_FILE, vectors(), seed=options.map_seed, progress=options.progress,
+                                          should_stop=should_stop)
 
