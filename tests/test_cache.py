@@ -57,6 +57,7 @@ def test_cache_counts_writes_instead_of_walking_the_folder(tmp_path, monkeypatch
 
 def test_pipeline_removes_thumbnails_of_collections_no_longer_served(tiny_clip_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module, "_CACHES", {})
+    monkeypatch.setattr(cache_module, "_POOL", cache_module.CachePool())
     folder = write_shape_folder(tmp_path / "src", n=8)
     collection = build_shapes(folder, tmp_path / "col", tiny_clip_dir)
     stale = tmp_path / "cache" / "thumbnails" / "fedcba9876543210"

@@ -83,7 +83,8 @@ def test_ttl_and_session_end_delete_the_files(registry, space, settings, tmp_pat
     registry.clock.now += 59
     assert registry.pipeline_for("alice") is not space
     registry.clock.now += 2
-    assert registry.pipeline_for("alice") is space and not alice.exists() and len(registry) == 0
+    assert registry.pipeline_for("alice") is space  # expired: served no more at once...
+    assert registry.sweep() and not alice.exists() and len(registry) == 0  # ...and deleted by the sweeper
 
 
 def test_a_rebuild_replaces_the_previous_collection_files(registry, settings, tmp_path):

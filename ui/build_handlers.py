@@ -1,10 +1,17 @@
 """The Build tab's API functions: /build, /cancel_build, /use_space_collection, /publish, /create_space and
-/serve_collection. Each resolves the caller's session from the request and calls rag; none does rag's work."""
+/serve_collection. Each resolves the caller's session from the request and calls rag; none does rag's work.
+
+None of them is an MCP tool (ui.build_tab hides them from Gradio's MCP server), and each refuses a call that
+arrives through MCP anyway: every agent shares the MCP server's one session, so none may change it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import threading
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,17 +23,34 @@ from rag.space.publish import (NotAllowed, duplicate_space, is_owner, keep_copy,
 from rag.space.session_build import BuildProgress, BuildRequest, run_session_build
 from rag.space.sessions import SessionRegistry
 
+from .context import client_of, own_session, through_mcp
+from .errors import scrub_result
+from .uploads import UploadJanitor
+
 log = logging.getLogger("ui.build")
 DEFAULT_DATASET_NAME = "my-rag-collection"
 DEFAULT_SPACE_NAME = "my-rag-space"
 
 
 def session_of(request: gr.Request | None) -> str:
-    """The caller's Gradio session (a browser tab, or one gradio_client.Client)."""
-    session = getattr(request, "session_hash", None)
+    """The caller's own Gradio session (a browser tab, or one gradio_client.Client); MCP calls have none."""
+    if through_mcp(request):
+        raise InvalidInput("This is not available through MCP (all agents share one session there): call it through "
+                           "the page or gradio_client.")
+    session = own_session(request)
     if not session:
         raise InvalidInput("This needs a session: call it through the page or gradio_client.")
     return session
+
+
+def _user_repo(repo_id: str, profile: gr.OAuthProfile | None, default_name: str, what: str) -> str:
+    """``repo_id`` as typed, completed with the signed-in user's name when it has no ``user/`` part."""
+    repo_id = (repo_id or "").strip() or default_name
+    if "/" in repo_id:
+        return repo_id
+    if profile is None or not getattr(profile, "username", None):
+        raise InvalidInput(f"Name the {what} as user/name: only a sign-in on the page tells this Space your user name.")
+    return f"{profile.username}/{repo_id}"
 
 
 def _token(token: gr.OAuthToken | None) -> str | None:
@@ -36,8 +60,9 @@ def _token(token: gr.OAuthToken | None) -> str | None:
 class BuildHandlers:
     """The handlers, bound to the Space's session registry and settings."""
 
-    def __init__(self, registry: SessionRegistry, settings: Settings) -> None:
-        self.registry, self.settings = registry, settings
+    def __init__(self, registry: SessionRegistry, settings: Settings, uploads: UploadJanitor | None = None) -> None:
+        self.registry, self.settings, self.uploads = registry, settings, uploads
+        self._serving = threading.Lock()  # one owner swap at a time (the event itself has no concurrency limit)
 
     def build(self, archive: str | None, dataset: str, split: str, image_column: str, caption_column: str,
               label_column: str, label_from_folder: bool, limit: float, request: gr.Request,
@@ -56,9 +81,17 @@ class BuildHandlers:
             caption_column=caption_column or "", label_column=label_column or "",
             label_from_folder=bool(label_from_folder), limit=int(limit or 0),
         )
-        # The visitor's own token reads their gated/private datasets; the Space's HF_TOKEN is never lent out.
-        return run_session_build(self.registry, session_of(request), build_request, self.settings, report,
-                                 _token(token))
+        session = session_of(request)
+        uploads = self.uploads or UploadJanitor(grace=self.settings.upload_grace)
+        with uploads.claim(build_request.archive) as claim:  # kept while in line, deleted once used
+            if build_request.archive and not Path(build_request.archive).is_file():
+                raise InvalidInput(f"The uploaded archive is gone: uploads no build uses within "
+                                   f"{self.settings.upload_grace // 60} minutes are deleted. Upload it again.")
+            # The visitor's own token reads their gated/private datasets; the Space's HF_TOKEN is never lent out.
+            result = run_session_build(self.registry, session, build_request, self.settings, report, _token(token),
+                                       client=client_of(request))
+            claim.used = True
+        return scrub_result(result)
 
     def cancel_build(self, request: gr.Request) -> dict:
         """Stop this session's build between two batches (nothing of it is kept)."""
@@ -75,7 +108,7 @@ class BuildHandlers:
         """Publish this session's collection to a dataset repo in your account (private by default)."""
         state = self._own_collection(request)
         token_value = require_token(_token(token), "publishing")
-        repo_id = (repo_id or "").strip() or f"{profile.username}/{DEFAULT_DATASET_NAME}"
+        repo_id = _user_repo(repo_id, profile, DEFAULT_DATASET_NAME, "dataset repo")
         result = publish_collection(state.collection_dir, repo_id, private=bool(private), token=token_value)
         state.published = {"repo_id": result["repo_id"], "commit": result["commit"]}
         return result
@@ -90,31 +123,39 @@ class BuildHandlers:
         this_space = os.environ.get("SPACE_ID")
         if not this_space:
             raise InvalidInput("This page is not running on a Hugging Face Space, so there is nothing to duplicate.")
-        space_id = (space_id or "").strip() or DEFAULT_SPACE_NAME
-        if "/" not in space_id:
-            space_id = f"{profile.username}/{space_id}"
+        space_id = _user_repo(space_id, profile, DEFAULT_SPACE_NAME, "new Space")
         return duplicate_space(this_space, space_id, state.published["repo_id"], state.published["commit"],
                                private=bool(private), token=token_value)
 
     def serve_collection(self, collection: str, revision: str, request: gr.Request,
                          profile: gr.OAuthProfile | None, token: gr.OAuthToken | None) -> dict:
         """Owner only: serve a collection to everyone ("" = this session's), and keep it across restarts."""
+        session_of(request)  # never through MCP, whatever cookie the agent forwards
         username = profile.username if profile is not None else None
         if not is_owner(username, self.settings):
             if username is None:
                 raise NotAllowed("Sign in as the Space's owner (or a user listed in RAG_ADMINS) to change what it serves.")
             raise NotAllowed(f"{username} is not this Space's owner nor listed in RAG_ADMINS.")
+        with self._serving:
+            return self._serve(collection, revision, request, token)
+
+    def _serve(self, collection: str, revision: str, request: gr.Request, token: gr.OAuthToken | None) -> dict:
         collection, revision = (collection or "").strip(), (revision or "").strip() or None
-        hub_repo = collection or None
-        if not collection:
-            state = self._own_collection(request)
-            if state.published:
-                hub_repo, revision = state.published["repo_id"], state.published["commit"]
-            spec = keep_copy(state.collection_dir, self.settings.cache_dir)
-        else:
-            spec = collection
-        return serve_collection(self.registry, spec, revision, self.settings, token=_token(token),
-                                hub_repo=hub_repo, space_id=os.environ.get("SPACE_ID"))
+        if collection:
+            return serve_collection(self.registry, collection, revision, self.settings, token=_token(token),
+                                    hub_repo=collection, space_id=os.environ.get("SPACE_ID"))
+        state = self._own_collection(request)
+        hub_repo, name = None, None
+        if state.published:
+            hub_repo, revision = state.published["repo_id"], state.published["commit"]
+            name = hub_repo
+        copy = keep_copy(state.collection_dir, self.settings.cache_dir)
+        try:
+            return serve_collection(self.registry, copy, revision, self.settings, token=_token(token),
+                                    hub_repo=hub_repo, space_id=os.environ.get("SPACE_ID"), name=name)
+        except BaseException:
+            shutil.rmtree(copy, ignore_errors=True)  # all or nothing: a refused serve leaves no copy behind
+            raise
 
     def end_session(self, request: gr.Request) -> None:
         """The tab was closed: delete the session's collection now rather than at its TTL."""

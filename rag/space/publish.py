@@ -17,13 +17,14 @@ from typing import Any
 
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from rag.collection.reader import Collection
 from rag.config import Settings
 from rag.errors import CollectionError, InvalidInput, RagError
-from rag.collection.hub import REPO_ID, push_collection, resolve_collection
+from rag.collection.hub import REPO_ID, looks_like_repo_id, push_collection, resolve_collection
 from rag.pipeline import Pipeline
-from rag.startup import open_pipeline
+from rag.startup import open_pipeline, public_name
 from rag.space.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,16 @@ class NotAllowed(RagError):
 
 
 def check_repo_id(repo_id: Any, what: str = "dataset repo") -> str:
-    """A ``user/name`` repo id, or InvalidInput naming the expected form."""
+    """A ``user/name`` repo id the Hub accepts (huggingface_hub's own rules: no ``..`` or ``--``, no leading or
+    trailing ``.``/``-``, at most 96 characters), or InvalidInput naming the expected form."""
     value = str(repo_id or "").strip()
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        value = ""  # fall through to the one message below
     if not REPO_ID.match(value):
-        raise InvalidInput(f"The {what} must look like user/name, not {value!r}.")
+        shown = str(repo_id or "").strip()[:100]
+        raise InvalidInput(f"The {what} must look like user/name (letters, digits, '-', '_' or '.'), not {shown!r}.")
     return value
 
 
@@ -112,16 +119,17 @@ def duplicate_space(
 
 
 def load_replacement(current: Pipeline, spec: str | Path, revision: str | None, settings: Settings,
-                     token: str | None = None) -> Pipeline:
-    """A ready pipeline for another collection: the loaded models are reused when the manifest's model matches."""
+                     token: str | None = None, name: str | None = None) -> Pipeline:
+    """A ready pipeline for another collection: the loaded models are reused when the manifest's model matches.
+    Its public ``name`` is the repo id, or only a folder's name (never a server path: /info shows it to all)."""
     directory = Path(spec) if Path(spec).is_dir() else resolve_collection(str(spec), revision, token)
     collection = Collection.open(directory, verify_checksums=True)
-    name = str(spec)
+    name = name or public_name(str(spec))
     if collection.manifest.model_id == current.encoder.model_id and collection.manifest.dim == current.encoder.dim:
         return Pipeline(collection=collection, encoder=current.encoder, cache_dir=current.cache_dir,
                         captioner=current.captioner, name=name, revision=revision, text_model=current.text_model)
-    return open_pipeline(replace(settings, collection=name, revision=revision), collection_dir=directory,
-                         with_captioner=current.captioner is not None)
+    return open_pipeline(replace(settings, collection=str(spec), revision=revision), collection_dir=directory,
+                         with_captioner=current.captioner is not None, name=name)
 
 
 def keep_copy(directory: Path, cache_dir: Path) -> Path:
@@ -134,32 +142,52 @@ def keep_copy(directory: Path, cache_dir: Path) -> Path:
 
 def serve_collection(
     registry: SessionRegistry, spec: str | Path, revision: str | None, settings: Settings,
-    token: str | None = None, hub_repo: str | None = None, space_id: str | None = None,
+    token: str | None = None, hub_repo: str | None = None, space_id: str | None = None, name: str | None = None,
 ) -> dict[str, Any]:
-    """Owner only (checked by the caller with is_owner): load ``spec``, swap it in for everyone, and write
-    RAG_COLLECTION / RAG_REVISION on the Space (when ``hub_repo`` and ``space_id`` are known) so a restart keeps it.
-    A collection that fails to load leaves the current one serving."""
+    """Owner only (checked by the caller with is_owner): load ``spec``, write RAG_COLLECTION / RAG_REVISION on
+    the Space (only for a Hub repo id, and when ``space_id`` is known) so a restart keeps it, then swap it in for
+    everyone. All or nothing: every step that can fail runs before the swap, so an error means nothing changed,
+    and a success says truthfully whether a restart keeps it."""
     current = registry.space
     if current is None:
         raise RagError("The Space has no loaded models to serve a collection with; fix its start-up first.")
     try:
-        replacement = load_replacement(current, spec, revision, settings, token)
+        replacement = load_replacement(current, spec, revision, settings, token, name)
+        serving = replacement.info()
     except (RagError, OSError) as exc:
         raise RagError(f"The new collection could not be loaded, so the Space keeps serving the current one: {exc}") from None
-    registry.swap_space(replacement)
-    result: dict[str, Any] = {"ok": True, "serving": replacement.info(), "persisted": False}
-    if hub_repo and space_id:
-        try:
-            api = HfApi(token=require_token(token, "changing the Space's variables"))
-            api.add_space_variable(space_id, "RAG_COLLECTION", hub_repo)
-            if revision:
-                api.add_space_variable(space_id, "RAG_REVISION", revision)
-            result["persisted"] = True
-        except (HfHubHTTPError, NotAllowed) as exc:
-            failure = exc if isinstance(exc, NotAllowed) else _hub_failure("Saving the Space variables", exc)
-            result["warning"] = f"Serving it now, but a restart will go back: {failure}"
-    else:
-        result["warning"] = ("Serving it now; publish it to a dataset repo to keep it across restarts."
-                             if not hub_repo else "Not running on a Space (no SPACE_ID), so no variable was written.")
+    except Exception as exc:  # noqa: BLE001 - whatever failed, nothing was switched: say so
+        log.error("loading a collection to serve failed", exc_info=exc)
+        raise RagError(f"The new collection could not be loaded ({type(exc).__name__}), so the Space keeps serving "
+                       "the current one.") from None
+    persisted, warning = persist_choice(hub_repo, revision, space_id, token)
+    registry.swap_space(replacement)  # the last step: nothing after it can fail
     log.info("the Space now serves %s", replacement.name)
+    result: dict[str, Any] = {"ok": True, "serving": serving, "persisted": persisted}
+    if warning:
+        result["warning"] = warning
     return result
+
+
+def persist_choice(hub_repo: str | None, revision: str | None, space_id: str | None,
+                   token: str | None) -> tuple[bool, str | None]:
+    """Write RAG_COLLECTION (and RAG_REVISION) on the Space: (True, None), or (False, why a restart goes back).
+    Only a Hub repo id is ever written: a local folder means nothing to the restarted Space (and is a server path)."""
+    if not hub_repo:
+        return False, "Serving it now; publish it to a dataset repo to keep it across restarts."
+    if not looks_like_repo_id(hub_repo):
+        return False, "Serving it now; only a Hub dataset repo (user/name) is saved in RAG_COLLECTION, so a restart goes back."
+    if not space_id:
+        return False, "Not running on a Space (no SPACE_ID), so no variable was written."
+    try:
+        api = HfApi(token=require_token(token, "changing the Space's variables"))
+        api.add_space_variable(space_id, "RAG_COLLECTION", hub_repo)
+        if revision:
+            api.add_space_variable(space_id, "RAG_REVISION", revision)
+        return True, None
+    except (HfHubHTTPError, NotAllowed) as exc:
+        failure = exc if isinstance(exc, NotAllowed) else _hub_failure("Saving the Space variables", exc)
+    except Exception as exc:  # noqa: BLE001 - the swap still happens: report, never raise after deciding to serve
+        log.warning("saving the Space variables failed: %s", type(exc).__name__)
+        failure = RagError(f"saving the Space variables failed ({type(exc).__name__})")
+    return False, f"Serving it now, but a restart will go back: {failure}"

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rag.ingest.archives import ArchiveLimits, ArchiveSource, is_archive
+from rag.ingest.archives import ArchiveLimits, is_archive
 from rag.ingest.builder import BuildCancelled, BuildOptions, build_collection
 from rag.config import Settings
 from rag.errors import InvalidInput, RagError
@@ -76,7 +75,8 @@ def check_limit(limit: Any, maximum: int) -> int:
     return value or maximum
 
 
-def make_source(request: BuildRequest, work: Path, settings: Settings, token: str | None = None) -> Source:
+def make_source(request: BuildRequest, work: Path, settings: Settings, token: str | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Source:
     """The archive (extracted safely into ``work/images``) or the dataset (streamed up to the limit), opened as
     a visitor's: with the visitor's sign-in ``token`` or no token at all, never the Space's own HF_TOKEN."""
     limit = check_limit(request.limit, settings.build_max_images)
@@ -92,11 +92,12 @@ def make_source(request: BuildRequest, work: Path, settings: Settings, token: st
             raise InvalidInput(f"{archive.name} is {archive.stat().st_size / 1e6:,.1f} MB; the limit is {settings.build_max_mb} MB.")
         limits = ArchiveLimits(max_total_bytes=cap, max_ratio=MAX_RATIO)
         return open_source(SourceSpec(images=archive, label_from_folder=bool(request.label_from_folder), limit=limit,
-                                      asker=VISITOR, work_dir=work, archive_limits=limits))
-    return _dataset_source(request, limit, work, token)
+                                      asker=VISITOR, work_dir=work, archive_limits=limits, should_stop=should_stop))
+    return _dataset_source(request, limit, work, token, should_stop)
 
 
-def _dataset_source(request: BuildRequest, limit: int, work: Path, token: str | None) -> Source:
+def _dataset_source(request: BuildRequest, limit: int, work: Path, token: str | None,
+                    should_stop: Callable[[], bool] | None = None) -> Source:
     """A Hub dataset, streamed (only ``limit`` rows are downloaded), with a `datasets` cache of this build's own."""
     name = request.dataset.strip()
     if not looks_like_repo_id(name) and os.environ.get(LOCAL_DATASETS_VARIABLE) != "1":
@@ -105,7 +106,7 @@ def _dataset_source(request: BuildRequest, limit: int, work: Path, token: str | 
     return open_source(SourceSpec(
         dataset=name, split=(request.split or "train").strip(), image_column=request.image_column.strip() or None,
         caption_columns=captions, label_column=request.label_column.strip() or None, limit=limit,
-        token=token or None, asker=VISITOR, work_dir=work,
+        token=token or None, asker=VISITOR, work_dir=work, should_stop=should_stop,
     ))
 
 
@@ -145,7 +146,7 @@ def run_session_build(
         ):
             if on_progress:
                 on_progress(BuildProgress(0, 0, stage="Reading the archive / dataset"))
-            source = make_source(request, work, settings, token)
+            source = make_source(request, work, settings, token, should_stop=state.cancel.is_set)
             meter = _Meter(on_progress)
             options = BuildOptions(batch_size=settings.build_batch_size, workers=1, progress=False)
             encoder = base_encoder(registry.space.encoder)  # never a tuned collection's adapter (rag.models.adapter)
@@ -166,8 +167,8 @@ def run_session_build(
         registry.abort_build(session_id, work)
         raise
     finally:
-        if source is not None and isinstance(source, ArchiveSource):
-            shutil.rmtree(source.folder, ignore_errors=True)  # the collection holds the thumbnails
+        if source is not None:
+            source.cleanup()  # extracted images, a visitor's datasets cache: the collection holds the thumbnails
     seconds = time.perf_counter() - started
     encode_seconds = float(manifest.build.get("seconds") or seconds)
     skipped = _skipped(source) + list(manifest.skipped.get("items", []))

@@ -2,13 +2,17 @@
 
 A session's pipeline shares the Space pipeline's loaded encoder and captioner, so a visitor's collection costs
 only its index, metadata and thumbnails. Sessions end (or expire after ``RAG_SESSION_TTL``) by deleting their
-folder. One build runs at a time per Space; the others wait in a line that tells them their place.
+folder (each state has a folder of its own, so deleting an old one never touches a new one). One build runs at a
+time per Space; the others wait in a bounded line that tells them their place: a build that would make the line
+longer than ``line_max``, or give one client more than ``per_client`` places, is refused at once. Every change to
+the registry happens under its lock; a request thread never deletes folders (the sweeper thread does).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from rag.collection.reader import Collection
+from rag.collection.thumbnails import forget_cache
 from rag.errors import InvalidInput, RagError
 from rag.pipeline import Pipeline
 
@@ -26,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class BuildCancelledWhileWaiting(RagError):
     """The visitor cancelled while waiting for their turn to build."""
+
+
+class BuildLineFull(RagError):
+    """The Space's build line (or this client's share of it) is full: the build is refused before any work."""
 
 
 class BuildLine:
@@ -86,6 +95,8 @@ class SessionState:
     use_own: bool = True
     builds: int = 0
     building: bool = False
+    ended: bool = False
+    client: str | None = None
     expires: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     published: dict[str, str] | None = None
@@ -94,6 +105,25 @@ class SessionState:
 def session_key(session_id: str) -> str:
     """A folder-safe name for a session id (Gradio's session hash, or anything a client sends)."""
     return hashlib.sha256(str(session_id).encode()).hexdigest()[:24]
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete a session's folder and stop counting its thumbnails under the process-wide cache cap."""
+    forget_cache(folder / "cache")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def clear_orphans(root: str | Path) -> list[str]:
+    """Delete every folder under ``root``: at start-up no session exists yet, so whatever is there was left by a
+    previous process (sessions survive no restart). Returns the names removed."""
+    root = Path(root)
+    removed = [entry.name for entry in (root.iterdir() if root.is_dir() else [])]
+    for name in removed:
+        path = root / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d session folder(s) left by a previous run", len(removed))
+    return removed
 
 
 class SessionRegistry:
@@ -106,42 +136,55 @@ class SessionRegistry:
         ttl: float = 7200,
         max_builds: int = 5,
         clock: Callable[[], float] = time.monotonic,
+        line_max: int = 8,
+        per_client: int = 2,
     ) -> None:
         self.space = space
         self.root = Path(root)
         self.ttl = ttl
         self.max_builds = max_builds
+        self.line_max, self.per_client = line_max, per_client
         self.clock = clock
         self.line = BuildLine()
         self._sessions: dict[str, SessionState] = {}
+        self._retired: list[SessionState] = []  # replaced states whose folders the sweeper deletes
         self._lock = threading.RLock()
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
 
     # -- serving ----------------------------------------------------------------------------------------
 
+    def _live(self, session_id: str | None) -> SessionState | None:
+        """The session's state unless it has expired or ended (the sweeper deletes those; no request does)."""
+        if not session_id:
+            return None
+        with self._lock:
+            state = self._sessions.get(session_key(session_id))
+            if state is None or state.ended or (state.expires <= self.clock() and not state.building):
+                return None
+            return state
+
     def pipeline_for(self, session_id: str | None, default: Pipeline | None = None) -> Pipeline | None:
         """The session's own pipeline when it has one and uses it, else the Space's (``default`` if none)."""
-        self.sweep()
-        state = self._sessions.get(session_key(session_id)) if session_id else None
+        state = self._live(session_id)
         if state is not None and state.use_own and state.pipeline is not None:
             return state.pipeline
         return self.space if self.space is not None else default
 
     def state(self, session_id: str) -> SessionState | None:
-        """The session's state (None when it has never built, or has expired)."""
-        self.sweep()
-        return self._sessions.get(session_key(session_id))
+        """The session's state (None when it has never built, has expired or has ended)."""
+        return self._live(session_id)
 
     def use_space_collection(self, session_id: str, use_space: bool = True) -> bool:
         """Switch the session between the Space's collection and its own; True when it now serves its own."""
-        state = self.state(session_id)
-        if state is None or state.pipeline is None:
-            if not use_space:
-                raise InvalidInput("This session has no collection of its own yet: build one in the Build tab.")
-            return False
-        state.use_own = not use_space
-        return state.use_own
+        with self._lock:
+            state = self._live(session_id)
+            if state is None or state.pipeline is None:
+                if not use_space:
+                    raise InvalidInput("This session has no collection of its own yet: build one in the Build tab.")
+                return False
+            state.use_own = not use_space
+            return state.use_own
 
     def swap_space(self, pipeline: Pipeline) -> Pipeline | None:
         """Make ``pipeline`` the one every other session gets; requests already running keep the old one."""
@@ -151,41 +194,58 @@ class SessionRegistry:
 
     # -- builds -----------------------------------------------------------------------------------------
 
-    def begin_build(self, session_id: str) -> tuple[SessionState, Path]:
-        """Register a build for the session (per-session limits checked) and return a fresh output folder."""
+    def begin_build(self, session_id: str, client: str | None = None) -> tuple[SessionState, Path]:
+        """Register a build for the session and return a fresh output folder. Refused at once (nothing created,
+        nothing counted) when the session is building or over its limit, when the line is full, or when
+        ``client`` already holds its share of the line."""
         if self.space is None:
             raise RagError("The Space's models are not loaded, so it cannot build collections right now.")
-        self.sweep()
         key = session_key(session_id)
         with self._lock:
-            state = self._sessions.get(key)
+            state = self._live(session_id)
+            self._check_admission(self._sessions.get(key), state, client)
             if state is None:
-                state = SessionState(key=key, folder=self.root / key, expires=self.clock() + self.ttl)
+                if key in self._sessions:  # expired or ended: the sweeper deletes its folder
+                    self._retired.append(self._sessions.pop(key))
+                state = SessionState(key=key, folder=self.root / f"{key}-{secrets.token_hex(4)}",
+                                     expires=self.clock() + self.ttl)
                 self._sessions[key] = state
-            if state.building:
-                raise InvalidInput("A build is already running in this session; wait for it or cancel it.")
-            if state.builds >= self.max_builds:
-                raise InvalidInput(
-                    f"This session has built {state.builds} collections, the most allowed; "
-                    "publish one or come back later."
-                )
-            state.building, state.builds = True, state.builds + 1
+            state.building, state.builds, state.client = True, state.builds + 1, client
             state.cancel.clear()
-        return state, state.folder / f"build-{state.builds}"
+            return state, state.folder / f"build-{state.builds}"
+
+    def _check_admission(self, existing: SessionState | None, live: SessionState | None, client: str | None) -> None:
+        """The per-session, line and per-client limits (lock held; ``existing`` even if expired or ended)."""
+        if existing is not None and existing.building:
+            raise InvalidInput("A build is already running in this session; wait for it or cancel it.")
+        if live is not None and live.builds >= self.max_builds:
+            raise InvalidInput(f"This session has built {live.builds} collections, the most allowed; "
+                               "publish one or come back later.")
+        building = [s for s in self._sessions.values() if s.building]
+        if len(building) >= self.line_max:
+            raise BuildLineFull(f"{len(building)} builds are already running or waiting in this Space, the most "
+                                "it takes; try again in a few minutes.")
+        if client is not None and sum(s.client == client for s in building) >= self.per_client:
+            raise BuildLineFull(f"You already have {self.per_client} builds running or waiting in this Space; "
+                                "wait for one to finish.")
 
     def finish_build(self, session_id: str, collection_dir: Path, name: str) -> Pipeline:
-        """Serve the session's new collection (sharing the Space's models) and drop its previous one."""
+        """Serve the session's new collection (sharing the Space's models) and drop its previous one; a session
+        that ended or cancelled meanwhile keeps nothing (checked again under the lock, after the slow open)."""
         state = self._sessions.get(session_key(session_id))
-        if state is None or state.cancel.is_set():
-            shutil.rmtree(collection_dir, ignore_errors=True)
-            raise RagError("The session ended before its build finished; nothing was kept.")
-        space = self.space
-        collection = Collection.open(collection_dir)
-        pipeline = Pipeline(
-            collection=collection, encoder=space.encoder, cache_dir=state.folder / "cache",
-            captioner=space.captioner, name=name, text_model=space.text_model,
-        )
+        pipeline = None
+        if state is not None and not state.cancel.is_set():
+            space = self.space
+            pipeline = Pipeline(collection=Collection.open(collection_dir), encoder=space.encoder,
+                                cache_dir=state.folder / "cache", captioner=space.captioner, name=name,
+                                text_model=space.text_model)
         with self._lock:
+            current = self._sessions.get(session_key(session_id))
+            if pipeline is None or current is not state or state.cancel.is_set() or state.ended:
+                if state is not None:
+                    state.building = False
+                shutil.rmtree(collection_dir, ignore_errors=True)
+                raise RagError("The session ended before its build finished; nothing was kept.")
             previous = state.collection_dir
             state.pipeline, state.collection_dir, state.use_own = pipeline, collection_dir, True
             state.published, state.building = None, False
@@ -197,53 +257,58 @@ class SessionRegistry:
     def abort_build(self, session_id: str, work: Path | None = None, refund: bool = False) -> None:
         """The build failed or was cancelled: release the session and delete what it wrote (``refund``: a
         request refused before any work does not count against the session's limit)."""
-        state = self._sessions.get(session_key(session_id))
-        if state is not None:
-            state.building = False
-            state.builds -= 1 if refund else 0
+        with self._lock:
+            state = self._sessions.get(session_key(session_id))
+            if state is not None:
+                state.building = False
+                state.builds -= 1 if refund else 0
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
 
     def cancel(self, session_id: str) -> bool:
         """Ask the session's running (or waiting) build to stop between batches; False when none runs."""
-        state = self._sessions.get(session_key(session_id))
-        if state is None or not state.building:
-            return False
-        state.cancel.set()
-        return True
+        with self._lock:
+            state = self._sessions.get(session_key(session_id))
+            if state is None or not state.building:
+                return False
+            state.cancel.set()
+            return True
 
     # -- clean-up ---------------------------------------------------------------------------------------
 
     def end(self, session_id: str) -> None:
-        """The browser session ended: forget it and delete its folder (a running build is cancelled first)."""
-        key = session_key(session_id)
+        """The browser session ended: it serves nothing from now on; its folder goes now, or, while a build
+        runs, once the cancelled build has stopped (the sweeper's next pass)."""
         with self._lock:
-            state = self._sessions.get(key)
-            if state is not None and state.building:
-                state.cancel.set()
-                state.expires = 0.0  # the sweep removes it once the build has stopped
+            state = self._sessions.get(session_key(session_id))
+            if state is None:
                 return
-            self._sessions.pop(key, None)
-        if state is not None:
-            shutil.rmtree(state.folder, ignore_errors=True)
+            state.ended, state.expires = True, 0.0
+            state.cancel.set()
+            if state.building:
+                return
+            del self._sessions[state.key]
+        remove_folder(state.folder)
 
     def sweep(self) -> list[str]:
-        """Delete sessions past their TTL (never one that is building); returns their keys."""
+        """Delete sessions past their TTL or ended (never one that is building); returns their keys."""
         now = self.clock()
         with self._lock:
-            expired = [s for s in self._sessions.values() if s.expires <= now and not s.building]
+            expired = [s for s in self._sessions.values() if (s.expires <= now or s.ended) and not s.building]
             for state in expired:
                 del self._sessions[state.key]
+            expired += [s for s in self._retired if not s.building]
+            self._retired = [s for s in self._retired if s.building]
         for state in expired:
-            shutil.rmtree(state.folder, ignore_errors=True)
+            remove_folder(state.folder)
             log.info("session collection %s removed (ended or older than %d s)", state.key, self.ttl)
         return [s.key for s in expired]
 
     def start_sweeper(self, interval: float | None = None) -> None:
-        """Sweep in a daemon thread every ``interval`` seconds (default: a quarter of the TTL, at most 5 min)."""
+        """Sweep in a daemon thread every ``interval`` seconds (default: a quarter of the TTL, at most 1 min)."""
         if self._sweeper is not None:
             return
-        interval = interval or min(300.0, max(1.0, self.ttl / 4))
+        interval = interval or min(60.0, max(1.0, self.ttl / 4))
 
         def loop() -> None:
             while not self._stop.wait(interval):
@@ -259,9 +324,11 @@ class SessionRegistry:
         """Stop the sweeper and delete every session folder (server shutdown)."""
         self._stop.set()
         with self._lock:
-            states, self._sessions = list(self._sessions.values()), {}
+            states, self._sessions = list(self._sessions.values()) + self._retired, {}
+            self._retired = []
         for state in states:
-            shutil.rmtree(state.folder, ignore_errors=True)
+            remove_folder(state.folder)
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        with self._lock:
+            return len(self._sessions)
