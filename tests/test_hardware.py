@@ -1,4 +1,5 @@
-"""Right on every Space hardware (issue 18): device/dtype choice, ZeroGPU refusals, control tokens, aspect ratios.
+"""Right on every Space hardware (issues 18, 28): device/dtype choice, describe concurrency, ZeroGPU refusals, the
+guard on what captioners write, the ONNX export under `spaces`' torch modes, control tokens, aspect ratios.
 
 CUDA is never present here: torch.cuda's functions are monkeypatched to describe a T4, an A10G or ZeroGPU,
 and the real decision code (rag.models.devices, torch.cuda.is_bf16_supported) runs against them.
@@ -19,8 +20,9 @@ from testkit.tiny_models import make_shape_images
 
 from rag.models import devices
 from rag.models import zerogpu
+from rag.models.caption_types import is_degenerate
 from rag.models.captioner import GitCaptioner, load_captioner
-from rag.errors import GpuBusy, GpuQuotaExceeded, GpuUnavailable, RagError
+from rag.errors import CaptionerError, GpuBusy, GpuQuotaExceeded, GpuUnavailable, RagError
 from rag.images.decode import pad_to_aspect
 from rag.models.prompt_safety import TokenFilter
 from rag.models.qwen2vl import QWEN_MAX_ASPECT, Qwen2VLCaptioner
@@ -55,15 +57,50 @@ def no_zero_gpu(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("gpu", "expected"),
-    [((7, 5), torch.float16), ((8, 6), torch.bfloat16), ((8, 9), torch.bfloat16), ((9, 0), torch.bfloat16)],
+    ("gpu", "git", "qwen"),
+    [
+        ((7, 5), torch.float16, torch.float32),  # no native bf16: Qwen2 overflows in fp16, so fp32 (8.8 GB fits)
+        ((8, 6), torch.bfloat16, torch.bfloat16),
+        ((8, 9), torch.bfloat16, torch.bfloat16),
+        ((9, 0), torch.bfloat16, torch.bfloat16),
+    ],
     ids=["T4", "A10G", "L4", "H100"],
 )
-def test_half_precision_follows_native_bf16_support(monkeypatch, no_zero_gpu, gpu, expected):
+def test_half_precision_follows_native_bf16_support_and_qwen_never_gets_fp16(monkeypatch, no_zero_gpu, gpu, git, qwen):
     fake_gpu(monkeypatch, *gpu)
     assert devices.main_device() == "cuda"
-    assert devices.captioner_dtype("cuda") == expected
-    assert devices.captioner_dtype("cpu") == torch.float32
+    assert devices.captioner_dtype("cuda", "git") == git
+    assert devices.captioner_dtype("cuda", "qwen2-vl") == qwen
+    assert devices.captioner_dtype("cpu", "qwen2-vl") == torch.float32
+    assert devices.resolve_captioner("auto") == "qwen2-vl"
+
+
+def test_qwen2vl_on_a_t4_loads_its_weights_in_fp32(monkeypatch, no_zero_gpu, tiny_qwen2vl_dir):
+    from transformers import PreTrainedModel
+
+    fake_gpu(monkeypatch, 7, 5)
+    moved = []
+    monkeypatch.setattr(PreTrainedModel, "to", lambda model, *args, **kw: moved.append(args) or model)  # no CUDA here
+    captioner = Qwen2VLCaptioner(tiny_qwen2vl_dir)
+    assert captioner.device == "cuda" and moved == [("cuda",)]
+    assert captioner.dtype == torch.float32
+    assert {p.dtype for p in captioner.model.parameters()} == {torch.float32}
+
+
+def test_describe_concurrency_is_one_unless_each_describe_gets_its_own_zero_gpu_slice(monkeypatch):
+    fake_gpu(monkeypatch, 9)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert devices.describe_concurrency("auto") == 1  # a dedicated GPU: one CUDA stream for every thread
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert devices.describe_concurrency("auto") == devices.ZEROGPU_DESCRIBE_CONCURRENCY > 1
+    assert devices.describe_concurrency("git") == 1  # GIT runs on this process's CPUs
+    for variables in ({"RAG_CAPTIONER": "qwen2-vl"}, {"RAG_CAPTIONER": "git"}, {"RAG_DEVICE": "cpu"}):
+        monkeypatch.delenv("RAG_CAPTIONER", raising=False)
+        monkeypatch.delenv("RAG_DEVICE", raising=False)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        expected = devices.ZEROGPU_DESCRIBE_CONCURRENCY if variables == {"RAG_CAPTIONER": "qwen2-vl"} else 1
+        assert devices.describe_concurrency() == expected, variables
 
 
 def test_cpu_basic_runs_everything_on_cpu_in_fp32_with_git(monkeypatch, no_zero_gpu):
@@ -102,6 +139,75 @@ def test_git_in_half_precision_gets_matching_pixel_values(no_zero_gpu, tiny_git_
     captioner.model.to(torch.bfloat16)  # what captioner_dtype gives on an A10G/L4 (fp16 on a T4)
     caption = captioner.caption([image])[0]  # float32 pixel_values would fail: "Input type ... should be the same"
     assert isinstance(caption, str) and caption
+
+
+# -- what captioners write: non-finite logits and degenerate text are errors, never an answer -----------------
+
+
+def nan_logits(_module, _args, output):
+    return output * float("nan")  # what Qwen2 in fp16 on a T4 computes after its activations overflow
+
+
+def exclamations(_module, _args, output):
+    forced = torch.full_like(output, -10.0)
+    forced[..., 0] = 10.0  # token 0 is "!" in Qwen2's byte-level vocabulary: what NaN logits decode to greedily
+    return forced
+
+
+@pytest.mark.parametrize("kind", ["qwen2-vl", "git"])
+def test_nan_logits_become_a_captioner_error_the_user_reads(no_zero_gpu, qwen, tiny_git_dir, kind):
+    from ui.errors import to_gr_error
+
+    captioner = qwen if kind == "qwen2-vl" else GitCaptioner(tiny_git_dir, encoder=None, device="cpu")
+    image = make_shape_images(1, seed=4)[0][0]
+    handle = captioner.model.get_output_embeddings().register_forward_hook(nan_logits)
+    try:
+        with pytest.raises(CaptionerError, match="overflowed") as raised:
+            captioner.write_description(image, [])
+        with pytest.raises(CaptionerError, match="overflowed"):
+            captioner.caption([image])
+    finally:
+        handle.remove()
+    assert to_gr_error(raised.value, "describe").message == str(raised.value)  # shown as is in the UI
+    assert isinstance(captioner.write_description(image, []).text, str)  # the hook gone, it writes again
+
+
+def test_a_string_of_exclamation_marks_is_not_an_answer_nor_a_caption(qwen):
+    image = make_shape_images(1, seed=5)[0][0]
+    handle = qwen.model.get_output_embeddings().register_forward_hook(exclamations)
+    try:
+        with pytest.raises(CaptionerError, match="no usable text"):
+            qwen.write_description(image, [Neighbour(captions=["a red circle"])])
+        assert qwen.caption([image]) == [""]  # a build keeps no garbage caption, and goes on
+    finally:
+        handle.remove()
+
+
+def test_degenerate_means_empty_symbols_or_one_repeated_character():
+    for bad in ("", "   ", "!!!!", "! ! ! !", "...", "aaaaaa"):
+        assert is_degenerate(bad), bad
+    for fine in ("3", "a red circle", "ok", "红色的圆", "no!"):
+        assert not is_degenerate(fine), fine
+
+
+# -- the int8 ONNX text tower under `spaces`' torch patching --------------------------------------------------
+
+
+def test_onnx_text_export_works_under_a_dispatch_mode_like_zero_gpu(tiny_clip_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rag.models.onnx_text import int8_text_runner
+
+    class PassThrough(TorchDispatchMode):  # what `spaces` keeps active in a ZeroGPU Space's main process
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    model = SentenceTransformer(tiny_clip_dir, device="cpu")
+    with PassThrough():
+        runner = int8_text_runner(model, tmp_path)  # TorchScript export failed here: "aten::view() Expected ..."
+    vectors = runner(model.preprocess(["a red circle"]))
+    assert vectors.shape == (1, model.get_embedding_dimension())
 
 
 # -- ZeroGPU refusals and duration -------------------------------------------------------------------------

@@ -2,11 +2,18 @@
 
 Run as a script in a subprocess (it patches torch and `spaces` process-wide):
 
-    python tests/zerogpu_emulation.py COLLECTION_DIR QWEN_DIR IMAGE WORK_DIR
+    python tests/zerogpu_emulation.py '{"collection": DIR, "captioner": "auto", "captioner_model": DIR,
+                                        "device": null, "image": FILE, "work": DIR, "modes": ["ok", "quota", "busy"]}'
+
+(collection, captioner, captioner_model and device become the Space variables RAG_COLLECTION, RAG_CAPTIONER,
+RAG_CAPTIONER_MODEL and RAG_DEVICE; the app reads them as on a Space).
 
 It prints one JSON line (prefixed ``RESULT``) with what search and describe returned through gradio_client
-after ``launch()``, with the fake ZeroGPU device API first granting a GPU, then refusing for quota, then
-having none free. What is emulated, and why each piece is the minimum:
+after ``launch()``, with the fake ZeroGPU device API first granting a GPU, then (for each mode asked) refusing
+for quota, then having none free. Like the platform, it stops a Space whose launch sent no start-up report
+(`spaces` sends one only when a ``@spaces.GPU`` function is registered): it then prints ``RESULT`` with
+``stopped`` and exits 1. ``"unregister": true`` empties `spaces`' registry before launch (the control case
+that shows the refusal is real). What is emulated, and why each piece is the minimum:
 
 * ``spaces`` reads ``SPACES_ZERO_GPU`` / ``SPACES_ZERO_DEVICE_API_URL`` / ``ZEROGPU_OFFLOAD_DIR`` at import;
   its static CUDA facts need ``torch.version.cuda`` to be a CUDA 12/13 string, so that is set first.
@@ -14,7 +21,7 @@ having none free. What is emulated, and why each piece is the minimum:
   raises like the real one on a CPU build is put there; and its ``torch.cuda._is_in_bad_fork`` is a lambda,
   which `spaces` must pickle to ask a forked process: a module-level function replaces it.
 * The device API (``/startup-report``, ``/schedule``, ``/allow``, ``/release``) is a local HTTP server here,
-  so `spaces`' own client code, quota and error handling run unchanged.
+  so `spaces`' own client code, quota and error handling run unchanged. It records every call in order.
 * In the forked GPU worker `spaces` calls ``torch.init`` (``Tensor.cuda()``) and ``torch.move`` (pinned
   memory, ``.cuda()``), which a CPU build of torch cannot do. Only those two are replaced: the worker points
   each fake "cuda" tensor at its real data read back from `spaces`' own disk pack, on the CPU.
@@ -33,8 +40,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 SCHEDULE = {"mode": "ok"}  # what the fake device API answers to /schedule: ok | quota | busy
-CALLS: list[str] = []
+CALLS: list[str] = []  # device API paths in the order they were called
+PLATFORM_STOP = "No @spaces.GPU function detected during startup"  # what the platform says when it stops a Space
 DURATIONS: list[str] = []  # durationSeconds of each /schedule (what the Space asked for)
+GPU = {"uuid": "GPU-emulated"}  # the nvidiaUUID /schedule grants (`spaces` sets CUDA_VISIBLE_DEVICES to it)
 
 
 class DeviceApi(BaseHTTPRequestHandler):
@@ -51,7 +60,7 @@ class DeviceApi(BaseHTTPRequestHandler):
         elif path == "/schedule" and SCHEDULE["mode"] == "busy":
             self._reply(503, {"detail": "no GPU"})
         elif path == "/schedule":
-            self._reply(200, {"idle": True, "nvidiaIndex": 0, "nvidiaUUID": "GPU-emulated", "allowToken": "token"})
+            self._reply(200, {"idle": True, "nvidiaIndex": 0, "nvidiaUUID": GPU["uuid"], "allowToken": "token"})
         else:
             self._reply(200, {})
 
@@ -73,8 +82,9 @@ def start_device_api() -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def emulate_environment(work: Path) -> None:
-    """The variables a ZeroGPU Space has, pointing at local stand-ins; torch made to look CUDA-built."""
+def emulate_environment(work: Path, cpu_torch: bool = True) -> None:
+    """The variables a ZeroGPU Space has, pointing at local stand-ins; a CPU build of torch made to look CUDA-built
+    (``cpu_torch=False`` on a real GPU: benchmarks/gpu_check.py runs `spaces` on real CUDA)."""
     cgroup = work / "cgroup"
     cgroup.write_text("0::/emulated\n")
     os.environ.update(
@@ -85,6 +95,10 @@ def emulate_environment(work: Path) -> None:
     )
     import torch
 
+    if not cpu_torch:
+        if getattr(torch.cuda._is_in_bad_fork, "__name__", "") == "<lambda>":  # `spaces` must pickle it
+            torch.cuda._is_in_bad_fork = torch._C._cuda_isInBadFork
+        return
     torch.version.cuda = "12.8"
     if not hasattr(torch._C, "_cuda_init"):  # absent from CPU builds; `spaces` saves it to restore in the worker
         torch._C._cuda_init = _no_cuda
@@ -150,34 +164,28 @@ def packed_bytes() -> int:
     return sum(pack.total_size for pack in patching.tensor_packs)
 
 
-def main(collection_dir: str, qwen_dir: str, image_path: str, work_dir: str) -> None:
-    work = Path(work_dir)
-    here = Path(__file__).resolve().parent
-    sys.path[:0] = [str(here.parent), str(here)]
-    emulate_environment(work)
-    import app  # imports `spaces` before torch touches CUDA, as on a real Space
+def loaded(pipeline, captioner_error: str | None) -> dict:
+    """Where start-up put things: the encoder, the captioner (kind, device, dtype, bytes), or the start-up error."""
+    from rag.pipeline import Pipeline
 
-    patch_worker()
-    from gradio_client import handle_file
-    from test_app import free_port, make_client
-
-    from rag.config import Settings
-
-    settings = Settings(collection=collection_dir, captioner="auto", captioner_model=qwen_dir, cache_dir=work / "cache")
-    pipeline, captioner_error = app.load_pipeline(settings)
+    if not isinstance(pipeline, Pipeline):
+        return {"startup_error": str(pipeline)}
+    result = {"captioner_error": captioner_error, "encoder_device": pipeline.encoder.device}
     captioner = pipeline.captioner
-    result = {
-        "captioner_error": captioner_error,
-        "encoder_device": pipeline.encoder.device,
-        "captioner": [captioner.kind, captioner.device, str(captioner.dtype)],
-        "captioner_bytes": sum(t.numel() * t.element_size() for t in [*captioner.model.parameters(), *captioner.model.buffers()]),
-    }
-    demo = app.build_demo(pipeline, captioner_error=captioner_error)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    result["packed_bytes"] = packed_bytes()
-    client = make_client(url, work / "downloads")
+    if captioner is not None:
+        tensors = [*captioner.model.parameters(), *captioner.model.buffers()]
+        result["captioner"] = [captioner.kind, captioner.device, str(captioner.dtype)]
+        result["captioner_bytes"] = sum(t.numel() * t.element_size() for t in tensors)
+    return result
+
+
+def requests(client, image_path: str, modes: list[str]) -> dict:
+    """What a visitor gets from describe and both searches under each device API mode, and /info once."""
+    from gradio_client import handle_file
+
     image = handle_file(image_path)
-    for mode in ("ok", "quota", "busy"):
+    result: dict = {"info": call(client, "/info")}
+    for mode in modes:
         SCHEDULE["mode"] = mode
         result[mode] = {
             "describe": call(client, "/describe", image, "", 0),
@@ -185,11 +193,47 @@ def main(collection_dir: str, qwen_dir: str, image_path: str, work_dir: str) -> 
             "search_text": call(client, "/search_text", "red circle", 3),
             "search_image": call(client, "/search_image", image, 3),
         }
-    result["device_api_calls"] = sorted(set(CALLS))
+    return result
+
+
+def main(spec: dict) -> int:
+    """Launch the Space as configured by ``spec`` under emulated ZeroGPU; 0, or 1 when the platform stops it."""
+    work = Path(spec["work"])
+    here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(here.parent), str(here)]
+    emulate_environment(work)
+    variables = {"RAG_COLLECTION": spec["collection"], "RAG_CAPTIONER": spec.get("captioner"),
+                 "RAG_CAPTIONER_MODEL": spec.get("captioner_model"), "RAG_DEVICE": spec.get("device"),
+                 "RAG_CACHE_DIR": str(work / "cache"),
+                 "GRADIO_TEMP_DIR": str(work / "gradio")}  # its own: launches side by side must not share files
+    os.environ.update({name: value for name, value in variables.items() if value})  # the Space's variables
+    import app  # imports `spaces` before torch touches CUDA, as on a real Space
+
+    patch_worker()
+    from spaces.zero import decorator
+    from test_app import free_port, make_client
+    from ui import context
+
+    pipeline, captioner_error = app.load_pipeline()  # Settings.from_env(), as app.main() does
+    result = loaded(pipeline, captioner_error)
+    if spec.get("unregister"):
+        decorator.decorated_cache.clear()
+    result["gpu_functions"] = len(decorator.decorated_cache) // 2  # `spaces` keeps task -> wrapper and wrapper -> wrapper
+    result["describe_concurrency"] = context.DESCRIBE_CONCURRENCY
+    demo = app.build_demo(pipeline, captioner_error=captioner_error)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    result["packed_bytes"] = packed_bytes()
+    if "/startup-report" not in CALLS:  # the platform stops the Space before anyone can use it
+        demo.close()
+        print("RESULT " + json.dumps({**result, "stopped": PLATFORM_STOP}, default=str), flush=True)
+        return 1
+    result.update(requests(make_client(url, work / "downloads"), spec["image"], spec.get("modes", ["ok"])))
+    result["device_api_calls"] = list(dict.fromkeys(CALLS))
     result["durations"] = sorted(set(DURATIONS))
     demo.close()
     print("RESULT " + json.dumps(result, default=str), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    sys.exit(main(json.loads(sys.argv[1])))

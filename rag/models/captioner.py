@@ -5,7 +5,8 @@
   reranked by CLIP image-text similarity plus agreement with the neighbours (consensus reranking,
   Devlin et al. 2015). With no context this is plain GIT captioning (its best beam).
 
-Which captioner ``auto`` means, and on which device/dtype each runs, is decided in rag.models.devices.
+Which captioner ``auto`` means, and on which device/dtype each runs, is decided in rag.models.devices. What
+either writes is guarded (rag.models.caption_types): non-finite logits or degenerate text raise CaptionerError.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rag.models.caption_types import CONTEXT_CAPTIONS_PER_HIT, Captioner, CaptionResult, Neighbour, captioner_label, context_lines
+from rag.models.caption_types import (
+    CONTEXT_CAPTIONS_PER_HIT, DEGENERATE, Captioner, CaptionResult, Neighbour, captioner_label, checked_text,
+    context_lines, is_degenerate, require_finite, usable_caption, watch_logits,
+)
 from rag.config import DEFAULT_CAPTIONER_MODELS
 from rag.models.devices import captioner_dtype, main_device, on_zero_gpu, resolve_captioner
 from rag.models.encoder import Encoder
@@ -87,10 +91,11 @@ class GitCaptioner:
             ids = tokenizer(question, add_special_tokens=False).input_ids
             kwargs["input_ids"] = torch.tensor([[tokenizer.cls_token_id, *ids]] * len(images), device=self.device)
             prefix = tokenizer.decode(ids, skip_special_tokens=True).strip()
-        with torch.inference_mode():
+        with torch.inference_mode(), watch_logits(self.model) as watch:
             output = self.model.generate(
                 **kwargs, num_beams=beams, num_return_sequences=beams, max_new_tokens=GIT_MAX_NEW_TOKENS
             )
+        require_finite(watch.finite, self.model.dtype)
         texts = self.processor.batch_decode(output, skip_special_tokens=True)
         if prefix:
             texts = [t.strip()[len(prefix):] if t.strip().lower().startswith(prefix.lower()) else t for t in texts]
@@ -98,22 +103,22 @@ class GitCaptioner:
         return [texts[i * beams : (i + 1) * beams] for i in range(len(images))]
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """Plain captions (best beam), used by index_build --caption-missing."""
-        return [candidates[0] for candidates in self._generate(images, beams=3)]
+        """Plain captions (best beam), used by index_build --caption-missing ("" where GIT wrote nothing usable)."""
+        return [usable_caption(candidates[0]) for candidates in self._generate(images, beams=3)]
 
     def write_description(
         self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
     ) -> CaptionResult:
         """Best of GIT's beams and the neighbours' captions, by CLIP similarity to the image plus consensus."""
         count = GIT_CONTEXT_BEAMS if context else GIT_BEAMS
-        beams = [c for c in dict.fromkeys(self._generate([image], count, question)[0]) if c]
+        beams = [c for c in dict.fromkeys(self._generate([image], count, question)[0]) if not is_degenerate(c)]
         if not context:
-            text = beams[0] if beams else ""
+            text = checked_text(beams[0] if beams else "")
             return CaptionResult(text, f"GIT ({self.model_id}), no retrieved context: best of {GIT_BEAMS} beams.")
         retrieved = [c for hit in context for c in hit.captions[:CONTEXT_CAPTIONS_PER_HIT] if c]
-        candidates = list(dict.fromkeys(beams + retrieved))
-        if not candidates:
-            return CaptionResult("", "GIT produced no text and the neighbours have no captions.")
+        candidates = [c for c in dict.fromkeys(beams + retrieved) if not is_degenerate(c)]
+        if not candidates:  # no usable beam and no usable neighbour caption
+            raise CaptionerError(DEGENERATE.format(shown="nothing"))
         image_vec = self.encoder.encode_images([image])[0]
         cand_vecs = self.encoder.encode_texts(candidates)
         similarity = cand_vecs @ image_vec

@@ -9,6 +9,7 @@ probe texts before it is used, exactly as for the torch path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -70,6 +71,21 @@ class _QuietQuantizer(logging.Filter):
         return "onnxruntime" not in record.pathname
 
 
+@contextlib.contextmanager
+def plain_torch() -> Iterator[None]:
+    """Torch without the Python function/dispatch modes another library has pushed on this thread.
+
+    On ZeroGPU, `spaces` keeps a TorchFunctionMode and a TorchDispatchMode active in the main process (they
+    fake "cuda" tensors); under them the TorchScript exporter fails ("aten::view() Expected a value of type
+    'Tensor'... Unable to cast 0 to Tensor") and search silently fell back to the slower torch int8 path.
+    The export only touches CPU tensors, so it runs with both kinds of mode switched off, then restored.
+    """
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes(), torch._C.DisableTorchFunction():
+        yield
+
+
 def export_quantized(module: nn.Module, inputs: Mapping[str, torch.Tensor], dynamic: Mapping[str, dict[int, str]],
                      folder: Path) -> Path:
     """Export ``module(*inputs)`` to ONNX and quantise its weights to int8 as ``folder/INT8_FILE``, atomically
@@ -82,7 +98,7 @@ def export_quantized(module: nn.Module, inputs: Mapping[str, torch.Tensor], dyna
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with warnings.catch_warnings(), plain_torch(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(module.eval(), tuple(inputs.values()), str(work / "model.onnx"), input_names=list(inputs),
                               output_names=["embedding"], opset_version=17, dynamo=False, dynamic_axes=dict(dynamic))

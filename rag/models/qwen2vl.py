@@ -2,7 +2,8 @@
 
 Everything user- or collection-supplied is stripped of the tokenizer's control tokens before it enters the
 chat template (rag.models.prompt_safety); images beyond Qwen2-VL's aspect-ratio limit are padded; generation alone
-runs inside ``@spaces.GPU`` on ZeroGPU (rag.models.zerogpu), in the precision rag.models.devices picks.
+runs inside ``@spaces.GPU`` on ZeroGPU (rag.models.zerogpu), in the precision rag.models.devices picks (never
+float16: Qwen2 overflows there). Non-finite logits or degenerate text become a CaptionerError (caption_types).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rag.models.caption_types import CaptionResult, Neighbour, context_lines, unchanged
+from rag.models.caption_types import (
+    CaptionResult, Neighbour, checked_text, context_lines, require_finite, unchanged, usable_caption, watch_logits,
+)
 from rag.models.devices import captioner_dtype, generator_device
 from rag.errors import CaptionerError
 from rag.images.decode import pad_to_aspect
@@ -82,7 +85,7 @@ class Qwen2VLCaptioner:
 
         self.model_id = model_id
         self.device = generator_device(device)
-        self.dtype = captioner_dtype(self.device)
+        self.dtype = captioner_dtype(self.device, self.kind)
         try:
             self.processor = load_qwen2vl_processor(model_id, token=token, max_pixels=QWEN_MAX_PIXELS)
             self.model = Qwen2VLForConditionalGeneration.from_pretrained(model_id, token=token, dtype=self.dtype)
@@ -92,11 +95,13 @@ class Qwen2VLCaptioner:
         self.clean = TokenFilter(self.processor.tokenizer)
         self._run = on_gpu(self._generate) if self.device.startswith("cuda") else self._generate
 
-    def _generate(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """The only GPU work: inputs to the model's device, greedy generation, token ids back on the CPU."""
+    def _generate(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, bool]:
+        """The only GPU work: inputs to the model's device, greedy generation; token ids back on the CPU, and
+        whether every logit was finite."""
         inputs = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        with torch.inference_mode():
-            return self.model.generate(**inputs, max_new_tokens=QWEN_MAX_NEW_TOKENS, do_sample=False).cpu()
+        with torch.inference_mode(), watch_logits(self.model) as watch:
+            output = self.model.generate(**inputs, max_new_tokens=QWEN_MAX_NEW_TOKENS, do_sample=False).cpu()
+        return output, watch.finite
 
     def _chat(self, image: Image.Image, user_text: str) -> str:
         messages = [
@@ -106,17 +111,19 @@ class Qwen2VLCaptioner:
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         image = pad_to_aspect(image, QWEN_MAX_ASPECT)
         inputs = self.processor(text=[prompt], images=[image], return_tensors="pt")
-        output = self._run(dict(inputs))
+        output, finite = self._run(dict(inputs))
+        require_finite(finite, self.dtype)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """Plain captions, one chat per image."""
-        return [self._chat(image, qwen_user_text([], None)) for image in images]
+        """Plain captions, one chat per image ("" where Qwen2-VL wrote nothing usable)."""
+        return [usable_caption(self._chat(image, qwen_user_text([], None))) for image in images]
 
     def write_description(
         self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
     ) -> CaptionResult:
         """Chat with the image and the retrieved captions/labels (control tokens removed) in the prompt."""
         user_text = qwen_user_text(context, question, self.clean)
-        return CaptionResult(self._chat(image, user_text), f"[system] {QWEN_SYSTEM}\n[user] <image>\n{user_text}")
+        text = checked_text(self._chat(image, user_text))
+        return CaptionResult(text, f"[system] {QWEN_SYSTEM}\n[user] <image>\n{user_text}")

@@ -1,8 +1,15 @@
-"""ZeroGPU: run the captioner's generation inside ``@spaces.GPU`` and explain the platform's refusals.
+"""ZeroGPU: the Space's GPU entry points, run inside ``@spaces.GPU``, and the platform's refusals explained.
 
-Only Qwen2-VL generation runs here (rag.models.devices says why the encoder and GIT stay on the CPU). On a refusal
-`spaces` raises Gradio's ``gr.Error`` (title "ZeroGPU quota exceeded", "ZeroGPU queue timeout", ...); rag/
-never imports gradio, so the error is recognised by its title/message and re-raised as a rag.errors type.
+At launch `spaces` sends the platform its start-up report only if at least one ``@spaces.GPU`` function is
+registered (spaces/zero/__init__.py ``startup``), and the platform stops a ZeroGPU Space that sends none ("No
+@spaces.GPU function detected during startup"). So ``gpu_report`` is registered when this module is imported
+on ZeroGPU (app.py -> rag.startup -> the captioners import it), whatever the configuration: GIT, RAG_DEVICE=cpu,
+a captioner that failed to load, a start-up that failed (the error page must still be served). Features that
+use the GPU (Qwen2-VL generation; image synthesis later) add theirs through ``on_gpu``.
+
+Only Qwen2-VL generation runs on the GPU today (rag.models.devices says why the encoder and GIT stay on the CPU).
+On a refusal `spaces` raises Gradio's ``gr.Error`` (title "ZeroGPU quota exceeded", "ZeroGPU queue timeout",
+...); rag/ never imports gradio, so the error is recognised by its title/message and re-raised as a rag.errors type.
 
 Duration: ``@spaces.GPU(duration=...)`` is the slot requested per call; shorter slots are scheduled first
 and a visitor needs that much quota left, but a call running past it may be aborted. The default comes from
@@ -19,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import torch
+
 from rag.models.devices import on_zero_gpu
 from rag.errors import ConfigError, GpuBusy, GpuQuotaExceeded, GpuUnavailable, RagError
 
@@ -28,6 +37,7 @@ T = TypeVar("T")
 
 DEFAULT_GPU_DURATION = 15  # benchmarks/gpu_duration.py: ~5 s estimated first call on Qwen2-VL-2B, x3
 MAX_GPU_DURATION = 300
+REPORT_DURATION = 10  # gpu_report only asks torch about the device
 BUSY_MARKERS = ("no gpu was available", "queue timeout", "waiting for a gpu")
 QUOTA_MARKERS = ("quota", "gpu limit", "credits", "runs limit", "illegal duration", "larger than the maximum")
 
@@ -105,3 +115,37 @@ def on_gpu(function: Callable[..., T], duration: int | None = None) -> Callable[
             raise translated from None
 
     return call
+
+
+def gpu_report() -> dict[str, Any]:
+    """What the GPU a ``@spaces.GPU`` call gets looks like (name, capability, memory, native bf16).
+
+    The Space's always-registered GPU entry point (see the module docstring); benchmarks/gpu_check.py calls it
+    in the forked worker to confirm the bfloat16 that rag.models.devices assumes for ZeroGPU without asking.
+    """
+    if not torch.cuda.is_available():
+        return {"cuda": False}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "cuda": True,
+        "name": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "memory_gb": round(props.total_memory / 1e9, 1),
+        "bf16": bool(torch.cuda.is_bf16_supported(including_emulation=False)),
+    }
+
+
+def register_entry_point() -> Callable[[], dict[str, Any]]:
+    """``gpu_report`` wrapped in ``@spaces.GPU`` (registered with `spaces`) on ZeroGPU; else itself."""
+    if not on_zero_gpu():
+        return gpu_report
+    try:
+        import spaces
+    except ImportError:  # preinstalled on every Space; without it there is no ZeroGPU to report to
+        log.warning("SPACES_ZERO_GPU is set but the `spaces` package is missing: no GPU entry point registered")
+        return gpu_report
+    return spaces.GPU(duration=REPORT_DURATION)(gpu_report)
+
+
+# Registered at import, before app.py builds the UI and launches: see the module docstring.
+GPU_REPORT = register_entry_point()
