@@ -80,10 +80,11 @@ def public_name(spec: str) -> str:
 
 
 def load_encoder(collection: Collection, settings: Settings) -> Encoder:
-    """The encoder the collection's manifest names (plus RAG_TEXT_MODEL), checked against the index dimension."""
+    """The encoder the collection's manifest names (plus RAG_TEXT_MODEL, else the text model a tuned collection's
+    adapter was trained on), checked against the index dimension."""
     model = collection.manifest.model
     encoder = Encoder(
-        model["id"], revision=model.get("revision"), text_model_id=settings.text_model,
+        model["id"], revision=model.get("revision"), text_model_id=settings.text_model or model.get("text_model"),
         device=settings.device, token=settings.hf_token,
     )
     if encoder.dim != collection.manifest.dim:

@@ -7,6 +7,7 @@ Every other tab serves the caller's session through AppContext.pipeline_for -> S
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,27 @@ import gradio as gr
 
 from rag.config import Settings
 from rag.pipeline import Pipeline
-from rag.space.sessions import SessionRegistry
+from rag.space.sessions import SessionRegistry, clear_orphans
 
 from .build_handlers import BuildHandlers
+from .finetune_handlers import finetune_section
+from .components import SESSION_API, not_an_mcp_tool
 from .context import AppContext
+from .uploads import UploadJanitor
 
 ARCHIVE_TYPES = [".zip", ".tar", ".gz", ".tgz"]
 PREVIEW_ROWS = 24
-BUILD_CONCURRENCY = 8  # one encodes, the others wait in rag.space.sessions' line and see their place
+# Builds never wait in Gradio's queue, whose slots searches need: the event has no concurrency limit, so each
+# /build starts at once and either takes a place in rag.space.sessions' bounded line (RAG_BUILD_LINE_MAX places,
+# RAG_BUILD_PER_CLIENT per address, one per session; one encodes, the others see their place) or is refused
+# in milliseconds. The owner's /serve_collection has no line behind builds either: visitors are refused at once
+# and the owner's swaps run one at a time (BuildHandlers' lock).
+BUILD_LIMITS: dict[str, Any] = {"concurrency_id": "build", "concurrency_limit": None}
+SERVE_LIMITS: dict[str, Any] = {"concurrency_id": "serve", "concurrency_limit": None}
+# Session-changing endpoints: callable by name with keywords (gradio_client, the page) but not MCP tools, since
+# every MCP agent shares one session (ui.context.through_mcp; see ui.components.not_an_mcp_tool).
+NOT_FOR_MCP = SESSION_API
+_CLEARED: set[Path] = set()  # session roots whose leftovers from an earlier run this process has deleted
 SIGN_IN_NOTE = (
     "**Signing in** lets you keep what you built: publish it as a dataset in your account (private by default) "
     "and create your own copy of this Space that serves it. Nothing is written to your account otherwise."
@@ -35,18 +49,33 @@ def build_settings(pipeline: Pipeline) -> Settings:
 
 
 def make_registry(pipeline: Pipeline, settings: Settings) -> SessionRegistry:
-    """The Space's session registry (folders under ``<cache>/sessions``, swept every few minutes)."""
-    registry = SessionRegistry(pipeline, Path(settings.cache_dir) / "sessions", ttl=settings.session_ttl,
-                               max_builds=settings.session_max_builds)
+    """The Space's session registry (folders under ``<cache>/sessions``, swept every minute), after deleting what
+    a previous run left there: session folders and served copies (``<cache>/served``) the Space no longer serves."""
+    root = Path(settings.cache_dir) / "sessions"
+    if root.absolute() not in _CLEARED:  # once per process: what later registries find there is this process's own
+        _CLEARED.add(root.absolute())
+        clear_orphans(root)
+        clear_served_copies(Path(settings.cache_dir) / "served", Path(pipeline.collection.directory))
+    registry = SessionRegistry(pipeline, root, ttl=settings.session_ttl, max_builds=settings.session_max_builds,
+                               line_max=settings.build_line_max, per_client=settings.build_per_client)
     registry.start_sweeper()
     return registry
 
 
+def clear_served_copies(served: Path, in_use: Path) -> None:
+    """Delete copies kept by an earlier /serve_collection except the one this process serves (a restart loads
+    the published repo the owner's choice was saved as, or the collection RAG_COLLECTION names)."""
+    for entry in served.iterdir() if served.is_dir() else []:
+        if entry.resolve() != in_use.resolve():
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
 def enable_sessions(ctx: AppContext) -> None:
-    """Give the page per-session collections (only when the Space's models are loaded)."""
+    """Give the page per-session collections (only when the Space's models are loaded) and the upload janitor."""
     if ctx.pipeline is not None and ctx.sessions is None:
         ctx.build_settings = build_settings(ctx.pipeline)
         ctx.sessions = make_registry(ctx.pipeline, ctx.build_settings)
+        ctx.uploads = UploadJanitor(grace=ctx.build_settings.upload_grace)
 
 
 def upload_limit(ctx: AppContext, default: str) -> str:
@@ -66,13 +95,13 @@ def collection_switch(ctx: AppContext) -> gr.Checkbox | None:
     """The visible "Use the Space's collection" switch (ticked = the Space's, unticked = the one you built)."""
     if ctx.sessions is None:
         return None
-    handlers = BuildHandlers(ctx.sessions, ctx.build_settings)
+    handlers = BuildHandlers(ctx.sessions, ctx.build_settings, ctx.uploads)
     switch = gr.Checkbox(
         value=True, label="Use the Space's collection", elem_id="use-space-collection", interactive=True,
         info="Untick to search the collection you built in the Build tab (only you see it).",
     )
-    switch.input(ctx.guard(handlers.use_space_collection), [switch], [gr.JSON(visible=False)],
-                 api_name="use_space_collection", queue=False)
+    switch.input(not_an_mcp_tool(ctx.guard(handlers.use_space_collection)), [switch], [gr.JSON(visible=False)],
+                 api_name="use_space_collection", queue=False, api_visibility=NOT_FOR_MCP)
     return switch
 
 
@@ -97,7 +126,7 @@ def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> None:
     if ctx.sessions is None:
         return
     registry, settings = ctx.sessions, ctx.build_settings
-    handlers = BuildHandlers(registry, settings)
+    handlers = BuildHandlers(registry, settings, ctx.uploads)
     with gr.Tab("Build your own", id="build"):
         gr.Markdown(
             f"Index **your own images** with this Space's embedding model. Upload a `.zip` / `.tar` / `.tar.gz` "
@@ -111,14 +140,14 @@ def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> None:
                                   type="filepath", elem_id="build-archive")
                 label_from_folder = gr.Checkbox(label="Folder names are labels", value=False)
             with gr.Column():
-                dataset = gr.Textbox(label="…or a Hub dataset (user/name)", placeholder="nlphuji/flickr30k")
+                dataset = gr.Textbox(value="", label="…or a Hub dataset (user/name)", placeholder="nlphuji/flickr30k")
                 with gr.Row():
                     split = gr.Textbox(label="split", value="train")
                     limit = gr.Number(label=f"limit (0 = {settings.build_max_images})", value=0, precision=0)
                 with gr.Row():
-                    image_column = gr.Textbox(label="image column", placeholder="detect")
-                    caption_column = gr.Textbox(label="caption column", placeholder="detect")
-                    label_column = gr.Textbox(label="label column", placeholder="none")
+                    image_column = gr.Textbox(value="", label="image column", placeholder="detect")
+                    caption_column = gr.Textbox(value="", label="caption column", placeholder="detect")
+                    label_column = gr.Textbox(value="", label="label column", placeholder="none")
         with gr.Row():
             build_button = gr.Button("Build", variant="primary", elem_id="build-button")
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="build-cancel")
@@ -129,16 +158,16 @@ def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> None:
             result = gr.JSON(label="result")
         inputs = [archive, dataset, split, image_column, caption_column, label_column, label_from_folder, limit]
         build_event = build_button.click(
-            ctx.guard(handlers.build), inputs, [result], api_name="build",
-            concurrency_id="build", concurrency_limit=BUILD_CONCURRENCY,
+            not_an_mcp_tool(ctx.guard(handlers.build)), inputs, [result], api_name="build", api_visibility=NOT_FOR_MCP, **BUILD_LIMITS,
         )
         preview_outputs = [status, gallery, switch if switch is not None else gr.State()]
         def preview(built: dict | None, request: gr.Request) -> tuple[Any, Any, Any]:
             return _preview(built, registry, request)
 
         build_event.then(preview, [result], preview_outputs, api_visibility="private", queue=False)
-        cancel_button.click(ctx.guard(handlers.cancel_build), None, [gr.JSON(visible=False)],
-                            api_name="cancel_build", queue=False)
+        cancel_button.click(not_an_mcp_tool(ctx.guard(handlers.cancel_build)), None, [gr.JSON(visible=False)],
+                            api_name="cancel_build", queue=False, api_visibility=NOT_FOR_MCP)
+        finetune_section(ctx, switch)  # "Tune on my captions" (/finetune): after a build with captions
         _keep_section(ctx, handlers)
         _owner_section(ctx, handlers)
 
@@ -152,17 +181,18 @@ def _keep_section(ctx: AppContext, handlers: BuildHandlers) -> None:
         else:
             gr.Markdown("_Sign-in appears when this app runs as a Hugging Face Space._")
         with gr.Row():
-            repo_id = gr.Textbox(label="dataset repo", placeholder="your-name/my-rag-collection")
+            repo_id = gr.Textbox(value="", label="dataset repo", placeholder="your-name/my-rag-collection")
             private = gr.Checkbox(label="private", value=True)
             publish_button = gr.Button("Publish my collection", elem_id="publish-button")
         with gr.Row():
-            space_id = gr.Textbox(label="your new Space", placeholder="your-name/my-rag-space")
+            space_id = gr.Textbox(value="", label="your new Space", placeholder="your-name/my-rag-space")
             space_private = gr.Checkbox(label="private", value=True)
             space_button = gr.Button("Create my own Space", elem_id="create-space-button")
         keep_result = gr.JSON(label="result", elem_id="keep-result")
-        publish_button.click(ctx.guard(handlers.publish), [repo_id, private], [keep_result], api_name="publish")
-        space_button.click(ctx.guard(handlers.create_space), [space_id, space_private], [keep_result],
-                           api_name="create_space")
+        publish_button.click(not_an_mcp_tool(ctx.guard(handlers.publish)), [repo_id, private], [keep_result], api_name="publish",
+                             api_visibility=NOT_FOR_MCP)
+        space_button.click(not_an_mcp_tool(ctx.guard(handlers.create_space)), [space_id, space_private], [keep_result],
+                           api_name="create_space", api_visibility=NOT_FOR_MCP)
 
 
 def _owner_section(ctx: AppContext, handlers: BuildHandlers) -> None:
@@ -171,15 +201,19 @@ def _owner_section(ctx: AppContext, handlers: BuildHandlers) -> None:
         gr.Markdown("Only the Space's author (or a user listed in `RAG_ADMINS`), signed in. Leave the collection "
                     "empty to serve the one you built in this session.")
         with gr.Row():
-            collection = gr.Textbox(label="collection (dataset repo id, or empty)")
-            revision = gr.Textbox(label="revision (optional)")
+            collection = gr.Textbox(value="", label="collection (dataset repo id, or empty)")
+            revision = gr.Textbox(value="", label="revision (optional)")
             serve_button = gr.Button("Serve it to everyone", elem_id="serve-button")
         serve_result = gr.JSON(label="result")
-        serve_button.click(ctx.guard(handlers.serve_collection), [collection, revision], [serve_result],
-                           api_name="serve_collection", concurrency_id="build", concurrency_limit=BUILD_CONCURRENCY)
+        serve_button.click(not_an_mcp_tool(ctx.guard(handlers.serve_collection)), [collection, revision], [serve_result],
+                           api_name="serve_collection", api_visibility=NOT_FOR_MCP, **SERVE_LIMITS)
 
 
 def attach_session_end(demo: gr.Blocks, ctx: AppContext) -> None:
-    """Delete a session's collection as soon as its browser tab closes (the TTL catches the rest)."""
+    """Delete a session's collection as soon as its browser tab closes (the TTL catches the rest), and start the
+    janitor of the page's uploads (ui.uploads)."""
     if ctx.sessions is not None:
-        demo.unload(BuildHandlers(ctx.sessions, ctx.build_settings).end_session)
+        demo.unload(BuildHandlers(ctx.sessions, ctx.build_settings, ctx.uploads).end_session)
+    if ctx.uploads is not None:
+        ctx.uploads.watch(demo.upload_file_set)
+        ctx.uploads.start()

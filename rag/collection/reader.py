@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 MAP_FILE = "map.parquet"  # optional 2-D layout (rag.explore.map_file); verified like the rest when listed
+ADAPTER_FILE = "adapter.safetensors"  # a tuned collection's embedding adapter (rag.finetune, rag.models.adapter)
 CARD_FILE = "README.md"
 DATA_DIR = "data"
 ROW_GROUP_SIZE = 128
@@ -241,6 +242,11 @@ class Collection:
         return thumbnail_cache(cache_dir).path(self.fingerprint, row_id, self.thumbnail)
 
     @property
+    def adapter_path(self) -> Path | None:
+        """The tuned collection's adapter file (checksummed with the rest), or None for an untuned collection."""
+        return self.directory / ADAPTER_FILE if self.manifest.model.get("adapter") else None
+
+    @property
     def fingerprint(self) -> str:
         """A short id of this collection's content (the index checksum), for cache folders."""
         return self.manifest.files.get(INDEX_FILE, "unknown")[:16]
@@ -265,12 +271,14 @@ def check_listed_files(manifest: Manifest) -> None:
         path = PurePosixPath(str(relative))
         if path.is_absolute() or ".." in path.parts or "\\" in str(relative) or ":" in str(relative):
             raise CollectionError(f"{MANIFEST} lists a path outside the collection: {str(relative)[:80]!r}.")
-        if relative not in (INDEX_FILE, MAP_FILE) and not SHARD_NAME.match(str(relative)):
+        if relative not in (INDEX_FILE, MAP_FILE, ADAPTER_FILE) and not SHARD_NAME.match(str(relative)):
             raise CollectionError(f"{MANIFEST} lists {str(relative)[:80]!r}, which is not a file of this format.")
         if not isinstance(digest, str) or not SHA256.match(digest):
             raise CollectionError(f"{MANIFEST} has no valid sha256 checksum for {relative}.")
     if INDEX_FILE not in manifest.files:
         raise CollectionError(f"{MANIFEST} does not list {INDEX_FILE} with its checksum.")
+    if manifest.model.get("adapter") and ADAPTER_FILE not in manifest.files:
+        raise CollectionError(f"{MANIFEST} names an embedding adapter but does not list {ADAPTER_FILE} with its checksum.")
 
 
 def verify_files(directory: Path, manifest: Manifest, stamp_dir: Path | None = None) -> None:

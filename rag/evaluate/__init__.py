@@ -18,6 +18,8 @@ Tasks (``--tasks``, default: every task the collection supports):
   against the row's captions, label-inclusion rate, mean words, seconds per description (after one
   untimed warm-up call; ``Description.seconds``: retrieval + generation), and how
   often the description is word for word one of the retrieved captions (GIT's reranking can pick one).
+* ``create``  (only with ``--tasks create``) retrieval-guided generation vs the base model from held-out
+  captions: CLIP score, CMMD to the collection's images, FID where its weights are available (create_task).
 * ``queries``  text -> image for a JSONL file of ``{"query": ..., "relevant": [row ids]}`` (for
   collections without captions); Recall@1/5/10 (any relevant row in the top K), MRR, median rank, mAP@10.
 
@@ -43,3 +45,4 @@ __all__ = ["REPORT_SCHEMA", "TASKS", "GroundTruth", "Task", "evaluate", "main", 
            "register", "render_markdown"]
 
 from . import map_task  # noqa: E402,F401 - registers the "map" task
+from . import create_task  # noqa: E402,F401 - registers the "create" task (only with --tasks create)

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="query encoding: auto (int8 on CPU after a fidelity check, fp16 on CUDA), int8 or none "
                              "(fp32, the published baselines' setting) (default: $RAG_QUANTIZE, else auto)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: $RAG_DEVICE, else cuda if available)")
+    parser.add_argument("--all-rows", action="store_true", help="on a collection tuned by rag.finetune, query from "
+                        "every row, not only the held-out rows it was never trained on")
     parser.add_argument("--out", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

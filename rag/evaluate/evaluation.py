@@ -8,6 +8,8 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from rag import metrics
 from rag.config import Settings
 from rag.errors import RagError
@@ -64,9 +66,12 @@ def _run_tasks(run: EvalRun, skipped: dict[str, str], timings: dict[str, float])
 def evaluate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Load the pipeline, run the tasks, return the report dict."""
     started = time.perf_counter()
-    requested = args.tasks or [t for t in TASKS if t != "queries" or args.query_items]
+    requested = args.tasks or [t for t in TASKS if TASKS[t].by_default and (t != "queries" or args.query_items)]
     pipeline = open_pipeline(settings, with_captioner=False, status=log.info)
     truth = GroundTruth.of(pipeline.collection)
+    tuned = finetune_record(pipeline.collection, getattr(args, "all_rows", False))
+    if tuned and tuned["queried"] == "held-out rows":
+        truth.query_rows = np.asarray(tuned["heldout_rows"], dtype=np.int64)
     run = EvalRun(pipeline, truth, args, ImageVectors(pipeline, not args.no_progress), requested=requested)
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {"load": round(pipeline.load_seconds, 3)}
@@ -75,8 +80,22 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     results = _run_tasks(run, skipped, timings)
     timings["total"] = round(time.perf_counter() - started, 3)
     report = _report(run, settings, results, skipped, timings)
+    if tuned:
+        report["finetune"] = {k: v for k, v in tuned.items() if k != "heldout_rows"}
     report["table"] = render_markdown(report)
     return report
+
+
+def finetune_record(collection: Any, all_rows: bool) -> dict[str, Any] | None:
+    """A collection tuned by rag.finetune: its held-out rows (queried by default) and the before/after table
+    measured at tuning time; None for an untuned collection."""
+    record = collection.manifest.build.get("finetune") if collection.manifest.model.get("adapter") else None
+    if not isinstance(record, dict):
+        return None
+    rows = [int(r) for r in (record.get("heldout") or {}).get("rows", []) if 0 <= int(r) < len(collection)]
+    return {"method": record.get("method"), "heldout_rows": rows, "queried": "all rows" if all_rows or not rows
+            else "held-out rows", "relevance": (record.get("heldout") or {}).get("relevance"),
+            "table": record.get("table"), "metrics": record.get("metrics")}
 
 
 def generation_settings(captioner: Any) -> dict[str, Any] | None:

@@ -82,9 +82,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += describe_table(results["describe"])
     if "map" in results:
         lines += map_table(results["map"])
+    if "create" in results:
+        from .create_task import create_table
+
+        lines += create_table(results["create"])
+    if report.get("finetune"):
+        lines += finetune_lines(report["finetune"])
     for task, reason in skipped.items():
         lines.append(f"- skipped {task} ({TASKS[task].title}): {reason}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def finetune_lines(f: dict[str, Any]) -> list[str]:
+    """A collection tuned by rag.finetune: which rows were queried, and its held-out before/after table."""
+    lines = [f"Tuned collection (rag.finetune, method `{f.get('method')}`): the queries above come from its "
+             f"{f['queried']} (`--all-rows` queries every row)."]
+    if f.get("table"):
+        lines += ["", f"Held-out rows before → after, as measured when it was tuned (among the held-out rows; "
+                      f"relevance: {f.get('relevance')}):", "", f["table"]]
+    return lines + [""]
 
 
 def map_table(r: dict[str, Any]) -> list[str]:

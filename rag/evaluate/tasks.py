@@ -32,16 +32,17 @@ class Task:
     name: str
     title: str
     run: Callable[[EvalRun], dict[str, Any]]
+    by_default: bool = True  # False: runs only when asked for with --tasks (e.g. create: slow, needs a generator)
 
 
 TASKS: dict[str, Task] = {}
 
 
-def register(name: str, title: str) -> Callable[[Callable[[EvalRun], dict[str, Any]]], Callable[[EvalRun], dict[str, Any]]]:
+def register(name: str, title: str, by_default: bool = True) -> Callable[[Callable[[EvalRun], dict[str, Any]]], Callable[[EvalRun], dict[str, Any]]]:
     """Add a task to the registry (in registration order, which is the order tasks run in)."""
 
     def add(function: Callable[[EvalRun], dict[str, Any]]) -> Callable[[EvalRun], dict[str, Any]]:
-        TASKS[name] = Task(name, title, function)
+        TASKS[name] = Task(name, title, function, by_default)
         return function
 
     return add

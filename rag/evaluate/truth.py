@@ -19,6 +19,7 @@ class GroundTruth:
     label_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     label_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     has_map: bool = False
+    query_rows: np.ndarray | None = None  # when set (a tuned collection's held-out rows), queries come from these only
 
     @classmethod
     def of(cls, collection: Any) -> GroundTruth:
@@ -44,11 +45,14 @@ class GroundTruth:
 
     @property
     def caption_rows(self) -> np.ndarray:
-        return np.array([i for i, caps in enumerate(self.captions) if caps], dtype=np.int64)
+        return self._queried(np.array([i for i, caps in enumerate(self.captions) if caps], dtype=np.int64))
 
     @property
     def labelled_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.label_codes >= 0)
+        return self._queried(np.flatnonzero(self.label_codes >= 0))
+
+    def _queried(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.query_rows is None else rows[np.isin(rows, self.query_rows)]
 
     def label_peers(self, rows: np.ndarray) -> np.ndarray:
         """How many *other* rows share each row's label (0 for unlabelled rows)."""
@@ -57,7 +61,7 @@ class GroundTruth:
 
     def skip_reason(self, task: str, have_queries: bool) -> str | None:
         """Why ``task`` cannot run on this collection, or None."""
-        if task in ("t2i", "i2t") and not len(self.caption_rows):
+        if task in ("t2i", "i2t", "create") and not len(self.caption_rows):
             if self.generated_caption_rows:
                 return (f"the collection's only captions were written by a model at build time "
                         f"({self.generated_caption_rows} rows); they are not ground truth")
@@ -75,7 +79,7 @@ class GroundTruth:
 
 
 # Each task draws its sample from its own random stream, so adding a task never changes another's sample.
-SAMPLE_STREAMS = {"t2i": 0, "i2t": 1, "i2i": 2, "queries": 3, "describe": 4, "map": 5}
+SAMPLE_STREAMS = {"t2i": 0, "i2t": 1, "i2i": 2, "queries": 3, "describe": 4, "map": 5, "create": 6}
 
 
 def sample_rows(rows: np.ndarray, cap: int | None, seed: int, task: str) -> np.ndarray:
