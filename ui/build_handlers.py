@@ -64,9 +64,9 @@ class BuildHandlers:
         self.registry, self.settings, self.uploads = registry, settings, uploads
         self._serving = threading.Lock()  # one owner swap at a time (the event itself has no concurrency limit)
 
-    def build(self, archive: str | None, dataset: str, split: str, image_column: str, caption_column: str,
-              label_column: str, label_from_folder: bool, limit: float, request: gr.Request,
-              token: gr.OAuthToken | None, progress=gr.Progress()) -> dict:
+    def build(self, archive: str | None = None, dataset: str = "", split: str = "train", image_column: str = "",
+              caption_column: str = "", label_column: str = "", label_from_folder: bool = False, limit: float = 0,
+              request: gr.Request = None, token: gr.OAuthToken | None = None, progress=gr.Progress()) -> dict:
         """Build a collection from an archive (.zip/.tar/.tar.gz) or a dataset for this session only.
 
         Returns {"ok", "rows", "skipped": [{"source", "reason"}], "seconds", "images_per_second", "collection",

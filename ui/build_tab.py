@@ -26,6 +26,7 @@ from .uploads import UploadJanitor
 
 ARCHIVE_TYPES = [".zip", ".tar", ".gz", ".tgz"]
 PREVIEW_ROWS = 24
+BUILDING = "⏳ **Building…** the progress shows below."
 # Builds never wait in Gradio's queue, whose slots searches need: the event has no concurrency limit, so each
 # /build starts at once and either takes a place in rag.space.sessions' bounded line (RAG_BUILD_LINE_MAX places,
 # RAG_BUILD_PER_CLIENT per address, one per session; one encodes, the others see their place) or is refused
@@ -92,16 +93,18 @@ def sign_in_available() -> bool:
 
 
 def collection_switch(ctx: AppContext) -> gr.Checkbox | None:
-    """The visible "Use the Space's collection" switch (ticked = the Space's, unticked = the one you built)."""
+    """The "Search the Space's collection instead" switch (ticked = the Space's, unticked = the one you built),
+    hidden until this session has built a collection of its own (before that there is nothing to switch to)."""
     if ctx.sessions is None:
         return None
     handlers = BuildHandlers(ctx.sessions, ctx.build_settings, ctx.uploads)
     switch = gr.Checkbox(
-        value=True, label="Use the Space's collection", elem_id="use-space-collection", interactive=True,
-        info="Untick to search the collection you built in the Build tab (only you see it).",
+        value=True, label="Search the Space's collection instead of yours", elem_id="use-space-collection",
+        interactive=True, visible=False, info="Untick to search the collection you built (only you see it).",
     )
-    switch.input(not_an_mcp_tool(ctx.guard(handlers.use_space_collection)), [switch], [gr.JSON(visible=False)],
-                 api_name="use_space_collection", queue=False, api_visibility=NOT_FOR_MCP)
+    switch.switched = switch.input(  # page.py refreshes the "Searching:" line after it
+        not_an_mcp_tool(ctx.guard(handlers.use_space_collection)), [switch], [gr.JSON(visible=False)],
+        api_name="use_space_collection", queue=False, api_visibility=NOT_FOR_MCP)
     return switch
 
 
@@ -118,13 +121,14 @@ def _preview(result: dict | None, registry: SessionRegistry, request: gr.Request
     status = (f"✅ **{result['rows']} images** indexed in {result['seconds']} s "
               f"({result['images_per_second']} images/s), {len(result['skipped'])} skipped. "
               "Every tab now searches **your collection** (only in this browser tab).")
-    return status, items, gr.update(value=False)
+    return status, items, gr.update(value=False, visible=True)
 
 
-def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> None:
-    """The Build tab; call inside ``gr.Tabs()``. ``switch`` (from collection_switch) is set after a build."""
+def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> Any:
+    """The Build tab; call inside ``gr.Tabs()``. ``switch`` (from collection_switch) is set after a build.
+    Returns the event that shows a finished build (page.py refreshes the "Searching:" line after it), or None."""
     if ctx.sessions is None:
-        return
+        return None
     registry, settings = ctx.sessions, ctx.build_settings
     handlers = BuildHandlers(registry, settings, ctx.uploads)
     with gr.Tab("Build your own", id="build"):
@@ -157,19 +161,25 @@ def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> None:
         with gr.Accordion("Build result as JSON (what /build returns)", open=False):
             result = gr.JSON(label="result")
         inputs = [archive, dataset, split, image_column, caption_column, label_column, label_from_folder, limit]
-        build_event = build_button.click(
-            not_an_mcp_tool(ctx.guard(handlers.build)), inputs, [result], api_name="build", api_visibility=NOT_FOR_MCP, **BUILD_LIMITS,
+        # Clear the old status and lock Build while one runs; the progress (place in line, images/s, time left)
+        # shows on the status line and the gallery, not only in the collapsed JSON.
+        starting = build_button.click(lambda: (BUILDING, None, gr.update(interactive=False)), None,
+                                      [status, result, build_button], api_visibility="private", queue=False)
+        build_event = starting.then(
+            not_an_mcp_tool(ctx.guard(handlers.build)), inputs, [result], api_name="build", api_visibility=NOT_FOR_MCP,
+            show_progress_on=[status, gallery], **BUILD_LIMITS,
         )
-        preview_outputs = [status, gallery, switch if switch is not None else gr.State()]
-        def preview(built: dict | None, request: gr.Request) -> tuple[Any, Any, Any]:
-            return _preview(built, registry, request)
+        preview_outputs = [status, gallery, switch if switch is not None else gr.State(), build_button]
+        def preview(built: dict | None, request: gr.Request) -> tuple[Any, ...]:
+            return (*_preview(built, registry, request), gr.update(interactive=True))
 
-        build_event.then(preview, [result], preview_outputs, api_visibility="private", queue=False)
+        shown = build_event.then(preview, [result], preview_outputs, api_visibility="private", queue=False)
         cancel_button.click(not_an_mcp_tool(ctx.guard(handlers.cancel_build)), None, [gr.JSON(visible=False)],
                             api_name="cancel_build", queue=False, api_visibility=NOT_FOR_MCP)
         finetune_section(ctx, switch)  # "Tune on my captions" (/finetune): after a build with captions
         _keep_section(ctx, handlers)
         _owner_section(ctx, handlers)
+    return shown
 
 
 def _keep_section(ctx: AppContext, handlers: BuildHandlers) -> None:

@@ -11,7 +11,20 @@ import gradio as gr
 
 from rag.pipeline import Hit
 
+from .errors import scrub_paths
+
 CAPTION_CHARS = 90
+# Session-changing endpoints (/build, /publish...) are public so gradio_client (which reads parameter defaults
+# only from the public API info) takes keyword calls with just the arguments that matter; not_an_mcp_tool keeps
+# them off the MCP server's tool list, since every MCP agent shares one session (ui.context.through_mcp).
+SESSION_API = "public"
+
+
+def not_an_mcp_tool(fn: Any) -> Any:
+    """Mark an endpoint function so Gradio's MCP server does not list it as a tool (it lists only functions whose
+    ``_mcp_type`` is absent or "tool"); returns ``fn``."""
+    fn._mcp_type = "session"
+    return fn
 NO_SELECTION = (
     "*Each result shows its cosine similarity to the query · its first caption. "
     "Select one to see all its captions, label and metadata.*"
@@ -70,19 +83,20 @@ def details_markdown(hit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _plain_name(name: Any) -> str:
+    """A model or collection name fit for the page: a Hub id as it is, a local folder by its last part only
+    (the page never shows a server path)."""
+    return scrub_paths(str(name or ""))
+
+
 def info_markdown(info: dict[str, Any]) -> str:
-    """The footer: what the Space serves."""
-    captioner = info.get("captioner") or "none loaded"
-    revision = f" @ `{info['revision']}`" if info.get("revision") else ""
-    text_model = info.get("text_model")
+    """The footer: what the Space serves, in plain words (index type and quantisation stay in /info)."""
+    captioner = _plain_name(info.get("captioner")) or "none loaded"
+    revision = f" @ `{markdown_text(info['revision'])}`" if info.get("revision") else ""
     return (
-        f"**Collection:** {markdown_text(info['collection'])}{revision} · **{info['rows']:,} images** · "
-        f"**embedding:** `{info['embedding_model']}`"
-        + (f" (text: `{text_model}`)" if text_model and text_model != info.get("embedding_model") else "")
-        + f" · **index:** {markdown_text(info['index'])} · **captioner:** {markdown_text(captioner)}"
-        + f" · device: {info['device']}"
-        + (f" · quantize: {info['quantize']}" if info.get("quantize") else "")
-        + (f" ({info['quantize_engine']})" if info.get("quantize") and info.get("quantize_engine") else "")
+        f"**Collection:** {markdown_text(_plain_name(info['collection']))}{revision} · **{info['rows']:,} images** · "
+        f"**search model:** {markdown_text(_plain_name(info['embedding_model']))} · "
+        f"**captions by:** {markdown_text(captioner)} · **runs on:** {markdown_text(str(info['device']).upper())}"
     )
 
 
@@ -191,6 +205,25 @@ def result_status(result: dict | None) -> str:
     best = hits[0]
     first = (best.get("captions") or [best.get("label") or ""])[0]
     return f"{len(hits)} results{what}. Best: {markdown_text(first)} (score {best['score']:.2f})."
+
+
+def empty_reason(result: dict[str, Any]) -> str:
+    """Why a /search found nothing, and what to change."""
+    if result.get("filters") and not result.get("matching_rows"):
+        return "No image matches the filters — loosen or clear them."
+    if float(result.get("threshold") or 0) > 0:
+        return f"No image scores above {float(result['threshold']):g} — lower the threshold."
+    return "No more results." if result.get("offset") else "No results."
+
+
+def search_feedback(result: dict | None) -> tuple[str, Any]:
+    """After a /search page: the status line (the reason when nothing matched) and "Load more", enabled only
+    while the results shown are full pages and fewer than the rows that pass the filters."""
+    result = result or {}
+    hits, k = result.get("hits") or [], int(result.get("k") or 0)
+    more = bool(hits) and k > 0 and len(hits) % k == 0 and len(hits) < int(result.get("matching_rows") or 0)
+    status = result_status(result) if hits else f"⚠️ {empty_reason(result)}"
+    return status, gr.update(interactive=more)
 
 
 def clear_selection():

@@ -66,7 +66,7 @@ def describe_tab(ctx: AppContext) -> None:
                 )
                 button = gr.Button("Describe", variant="primary", elem_id="describe-button")
                 if ctx.example_images:
-                    gr.Examples([[p] for p in ctx.example_images], [image], elem_id="describe-examples",
+                    gr.Examples([[p] for p in ctx.example_images], [image], elem_id="describe-examples", api_visibility="private",
                                 label="Try an image from the collection (it will find itself first)")
             with gr.Column():
                 status = gr.Markdown("", elem_id="describe-status", elem_classes=["live-status"])

@@ -81,16 +81,18 @@ def selection_outputs(rows: list[dict[str, Any]]):
 
 def explore_tab(ctx: AppContext, handlers: SearchHandlers, searches: Sequence[ResultsPanel] = ()) -> ResultsPanel:
     """The Explore tab; ``searches``: the search tabs' panels, whose latest hits are ringed on the map."""
-    last_hits, shown = gr.State([]), gr.State(None)
-    for search in searches:
-        search.result.change(hit_ids, [search.result], [last_hits], api_visibility="private", queue=False)
     with gr.Tab("Explore", id="explore") as tab:
+        # States inside the tab: a State among gr.Tabs' children shifts the tab's index and the page then
+        # shows a second "Explore" tab when this one is opened.
+        last_hits, shown = gr.State([]), gr.State(None)
         message = gr.Markdown(INTRO, elem_id="explore-message")
         plot = gr.Plot(show_label=False, elem_id="explore-map")
         bridge = gr.HTML("", html_template="", js_on_load=BRIDGE_JS, elem_id="explore-bridge")
         panel = results_panel("explore")
         k = number_slider(1, MAX_K, value=12, label="Number of results for \"More like this\" (k)")
         wire_more_like_this(panel, handlers.similar_to, k, None, "explore")
+    for search in searches:
+        search.result.change(hit_ids, [search.result], [last_hits], api_visibility="private", queue=False)
 
     def render(highlight: list[int], already: list | None, request: gr.Request):
         """The figure when the tab opens (skipped when it already rings these hits); a hint without a map."""

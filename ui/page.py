@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -10,7 +11,7 @@ import gradio as gr
 from rag.pipeline import Pipeline
 
 from .build_tab import attach_session_end, build_tab, collection_switch, enable_sessions, upload_limit
-from .components import info_markdown
+from .components import info_markdown, markdown_text
 from .context import QUEUE_MAX_SIZE, SEARCH_CONCURRENCY, AppContext
 from .describe_tab import describe_tab
 from .create_tab import create_tab
@@ -19,6 +20,7 @@ from .search_tab import search_tab
 from .score_tab import score_tab
 from .explore_tab import explore_api, explore_tab
 from .search_tabs import image_tab, search_handlers, text_tab
+from .errors import scrub_paths
 from .theme import CSS, HEAD, space_theme
 
 TITLE = "Multimodal RAG image search"
@@ -70,11 +72,31 @@ def thumbnail_api(ctx: AppContext) -> None:
     trigger.click(ctx.guard(thumbnail), row_id, image, api_name="thumbnail", concurrency_limit=None)
 
 
-def footer(ctx: AppContext) -> str:
-    """The footer line under the tabs."""
+def footer(ctx: AppContext, request: gr.Request | None = None) -> str:
+    """The footer line under the tabs: what this session searches."""
     if ctx.pipeline is None:
         return "**Collection:** not loaded (see the message at the top)."
-    return info_markdown(ctx.pipeline.info())
+    return info_markdown(ctx.pipeline_for(request).info())
+
+
+def searching_line(ctx: AppContext, request: gr.Request | None = None) -> str:
+    """The line above the tabs: which collection this session searches, and how many images it holds."""
+    if ctx.pipeline is None:
+        return ""
+    pipeline = ctx.pipeline_for(request)
+    info = pipeline.info()
+    if pipeline is ctx.pipeline:
+        return f"**Searching:** {markdown_text(scrub_paths(info['collection']))} ({info['rows']:,} images)"
+    return f"**Searching:** your collection ({info['rows']:,} images, only in this browser tab)"
+
+
+def session_view(ctx: AppContext) -> Callable[[gr.Request], tuple[str, str]]:
+    """The per-session lines (refreshed on load, after a build and after the switch)."""
+
+    def view(request: gr.Request) -> tuple[str, str]:
+        return searching_line(ctx, request), footer(ctx, request)
+
+    return view
 
 
 def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> gr.Blocks:
@@ -89,17 +111,24 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
             visible=bool(ctx.startup_error), elem_id="startup-error",
         )
         handlers = search_handlers(ctx)
+        searching = gr.Markdown(searching_line(ctx), elem_id="collection-indicator")
         switch = collection_switch(ctx)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab labelled, on a phone too (no "⋯" menu)
             searches = [text_tab(ctx, handlers), image_tab(ctx, handlers)]
             search_tab(ctx, handlers)
             describe_tab(ctx)
             create_tab(ctx)
             score_tab(ctx)
             duplicates_tab(ctx)
-            build_tab(ctx, switch)
+            built = build_tab(ctx, switch)
             explore_tab(ctx, handlers, searches)
-        gr.Markdown(footer(ctx), elem_id="info-footer")
+        info_footer = gr.Markdown(footer(ctx), elem_id="info-footer")
+        lines = dict(fn=session_view(ctx), inputs=None, outputs=[searching, info_footer], api_visibility="private",
+                     queue=False, show_progress="hidden")  # no pending overlay dimming the lines while they load
+        demo.load(**lines)
+        for event in (built, getattr(switch, "switched", None)):
+            if event is not None:
+                event.then(**lines)
         gr.api(info_handler(ctx), api_name="info", concurrency_limit=None, queue=False)
         thumbnail_api(ctx)
         explore_api(ctx)
