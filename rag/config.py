@@ -37,6 +37,12 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
     return number
 
 
+def context_columns(value: str | None = None) -> tuple[str, ...]:
+    """``RAG_CONTEXT_COLUMNS`` (or ``value``): comma-separated metadata columns, blanks and repeats dropped, in order."""
+    raw = _env("RAG_CONTEXT_COLUMNS") if value is None else value
+    return tuple(dict.fromkeys(c.strip() for c in (raw or "").split(",") if c.strip()))
+
+
 def parse_quantize(value: str | None) -> str:
     """A ``RAG_QUANTIZE`` / ``--quantize`` value, lower-cased; empty means ``auto``."""
     mode = (value or "auto").strip().lower() or "auto"
@@ -83,7 +89,12 @@ class Settings:
     build_batch_size: int = 8  # small batches keep other visitors' searches answering during a build
     session_ttl: int = 7200  # seconds a session's collection lives
     session_max_builds: int = 5  # builds one session may start within its TTL
+    build_line_max: int = 8  # builds running or waiting at once in the Space; more are refused at once
+    build_per_client: int = 2  # of those, how many one client (address) may hold, whatever its sessions
+    upload_grace: int = 300  # seconds an uploaded archive may wait for its /build before it is deleted
     admins: tuple[str, ...] = ()
+    # RAG_CONTEXT_COLUMNS: metadata columns whose values are fused into the create (and describe) prompts
+    context_columns: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -108,5 +119,9 @@ class Settings:
             build_batch_size=_int_env("RAG_BUILD_BATCH_SIZE", 8),
             session_ttl=_int_env("RAG_SESSION_TTL", 7200, minimum=10),
             session_max_builds=_int_env("RAG_SESSION_MAX_BUILDS", 5),
+            build_line_max=_int_env("RAG_BUILD_LINE_MAX", 8),
+            build_per_client=_int_env("RAG_BUILD_PER_CLIENT", 2),
+            upload_grace=_int_env("RAG_UPLOAD_GRACE", 300, minimum=10),
             admins=tuple(a.strip() for a in (_env("RAG_ADMINS") or "").split(",") if a.strip()),
+            context_columns=context_columns(),
         )

@@ -27,8 +27,8 @@ RANK = {
     "rag.models": 3, "rag.collection": 3,
     "rag.explore": 4,
     "rag.ingest": 5, "rag.pipeline": 5,
-    "rag.startup": 6,
-    "rag.space": 7, "rag.evaluate": 7, "rag.finetune": 7, "rag.create": 7,
+    "rag.startup": 6, "rag.create": 6,  # create sits below evaluate, whose `create` task runs it
+    "rag.space": 7, "rag.evaluate": 7, "rag.finetune": 7,
     "rag": 9,  # rag/__init__.py: the public library API may use anything
 }
 
