@@ -25,6 +25,7 @@ from rag.models.adapter import adapt_encoder
 from rag.models.encoder import MAX_QUERY_CHARS, Encoder
 from rag.errors import CaptionerError, InvalidInput, ServiceError
 from rag.search.filtered import search_page
+from rag.search.batching import BatchingSearcher, batch_encoder
 from rag.search.flat import Searcher, make_searcher
 from rag.search.filters import FilterCache
 from rag.search.power import SearchResult, check_offset, check_terms, check_threshold, check_weight, query_vector
@@ -172,8 +173,9 @@ class Pipeline:
     def __post_init__(self) -> None:
         # a tuned collection (rag.finetune) is searched through its adapter on top of the shared base encoder
         self.encoder = adapt_encoder(self.encoder, self.collection.adapter_path, self.collection.manifest.dim)
-        if self.searcher is None:
-            self.searcher = make_searcher(self.collection.index)
+        if self.searcher is None:  # concurrent single queries are searched, and texts encoded, in batches
+            self.searcher = BatchingSearcher(make_searcher(self.collection.index))
+        self.query_encoder = batch_encoder(lambda texts: self.encoder.encode_texts(texts))
         self._query_vector = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(self._encode_query)
 
     def with_captioner(self, captioner: Captioner | None) -> "Pipeline":
@@ -230,7 +232,7 @@ class Pipeline:
         return self.search_vectors(self._query_vector(query), k)[0]
 
     def _encode_query(self, query: str) -> np.ndarray:
-        vector = self.encoder.encode_texts([query])
+        vector = self.query_encoder(query)
         vector.setflags(write=False)  # shared by every later call with the same query
         return vector
 
@@ -274,7 +276,7 @@ class Pipeline:
         row_filter = self.filter_cache().compile(filters)
         image_vector = self.encoder.encode_images([load_image(image)]) if image is not None else None
         vector = query_vector(terms, self.encoder.encode_texts, self.row_vectors, image_vector)
-        page = search_page(self.collection.index, vector, k, offset, row_filter, threshold)
+        page = search_page(self.searcher if row_filter is None else self.collection.index, vector, k, offset, row_filter, threshold)
         return SearchResult(
             hits=self._hits(page), k=k, offset=offset, terms=terms, threshold=threshold,
             filters=row_filter.spec if row_filter else {},

@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # In CI (.ci/run sets RAG_TESTS_STRICT=1) a test skipped for a missing tool (Chromium, node, curl, Ray, ...) is a
 # failure: a clean machine that lacks a tool must not pass green. Only skips by design, named here, stay skips.
 STRICT_SKIPS = os.environ.get("RAG_TESTS_STRICT") == "1"
-SKIPS_BY_DESIGN = ("needs a Ray cluster", "tested by tests/")
+SKIPS_BY_DESIGN = ("needs a Ray cluster", "tested by tests/", "readme-test: skip")
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

@@ -35,6 +35,7 @@ from rag.ingest import default_collection
 from rag.config import Settings
 from rag.errors import CollectionError
 from rag.pipeline import Pipeline
+from rag.search.batching import MAX_BATCH
 from rag.startup import open_pipeline
 
 LABELS = [f"{c} {s}" for c in COLOURS for s in ("circle", "square", "triangle")]
@@ -224,8 +225,9 @@ def test_page_opens_with_tabs_and_footer(served, pipeline):
 def test_searches_share_a_concurrency_limit_and_describe_runs_alone(served, pipeline):
     demo = app.build_demo(pipeline)
     limits = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
-    for name in ("search_text", "search_image", "similar_to"):
+    for name in ("search_image", "similar_to"):
         assert limits[name] == ("search", ui_context.SEARCH_CONCURRENCY), limits[name]
+    assert limits["search_text"] == ("search_text", MAX_BATCH)  # a burst of texts is batched (rag.search.batching)
     assert limits["describe"] == ("describe", ui_context.DESCRIBE_CONCURRENCY)
 
 

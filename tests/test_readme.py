@@ -325,6 +325,6 @@ def test_javascript_example_runs_against_the_app(block, collection, apps, tmp_pa
 @pytest.mark.parametrize("command", COMMANDS, ids=_ids(COMMANDS))
 def test_cli_command_runs_as_written(command, workspace):
     if SKIP_MARK in command.text:  # e.g. a command that needs a cluster: `... # readme-test: skip (needs a Ray cluster)`
-        pytest.skip(command.text.split(SKIP_MARK, 1)[1].strip() or "marked in the README")
+        pytest.skip("readme-test: skip " + (command.text.split(SKIP_MARK, 1)[1].strip() or "marked in the README"))
     code, out, err = workspace.run(command)
     assert code == 0, f"{command.source} line {command.line}: {command.text}\nexit {code}\n{out[-3000:]}\n{err[-3000:]}"

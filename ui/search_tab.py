@@ -11,7 +11,9 @@ from rag.errors import InvalidInput
 from rag.pipeline import MAX_K, Pipeline
 from rag.search.query import describe_terms, parse_query
 
-from .components import clear_selection, gallery_items, hit_json, image_input, number_slider, results_panel
+from .components import (
+    clear_selection, gallery_items, hit_json, image_input, number_slider, results_panel, search_feedback,
+)
 from .context import SEARCH_LIMITS, AppContext
 from .examples import search_examples
 from .filter_controls import filter_controls, refresh_choices
@@ -122,18 +124,23 @@ def search_tab(ctx: AppContext, handlers: SearchHandlers) -> None:
         offset = gr.Number(value=0, precision=0, visible=False, label="offset")
         button = gr.Button("Search", variant="primary", elem_id="search-button")
         examples = search_examples(ctx.pipeline)
-        if examples:
-            gr.Examples([[q] for q in examples], [query], label="Examples from this collection")
+        picked = gr.Examples([[q] for q in examples], [query], label="Examples from this collection",
+                             api_visibility="private") if examples else None
         panel = results_panel("search")
-        more = gr.Button("Load more", elem_id="search-load-more")
+        more = gr.Button("Load more", interactive=False, elem_id="search-load-more")
         query.change(terms_markdown, query, terms, api_visibility="private", queue=False)
         inputs = [query, image, image_weight, k, offset, threshold, controls.json]
-        for trigger, api_name in ((button.click, "search"), (query.submit, None)):
+        triggers = [(button.click, "search"), (query.submit, None)]
+        if picked is not None:  # a click on an example runs its search
+            triggers.append((picked.load_input_event.then, None))
+        for trigger, api_name in triggers:
             trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
                 search_handler(ctx), inputs, [panel.gallery, panel.result], api_name=api_name,
                 api_visibility="public" if api_name else "private", **SEARCH_LIMITS,
-            )
+            ).success(search_feedback, [panel.result], [panel.status, more], api_visibility="private", queue=False)
         more.click(load_more_handler(ctx), [query, image, image_weight, k, threshold, controls.json, panel.result],
-                   [panel.gallery, panel.result], api_visibility="private", **SEARCH_LIMITS)
+                   [panel.gallery, panel.result], api_visibility="private", **SEARCH_LIMITS,
+                   ).success(search_feedback, [panel.result], [panel.status, more], api_visibility="private",
+                             queue=False)
         wire_more_like_this(panel, handlers.similar_to, k, None, "search")
 

@@ -23,7 +23,13 @@ from .components import (
 from .context import SEARCH_LIMITS, AppContext
 from .examples import is_multilingual, text_examples
 from rag.pipeline import MAX_K
+from rag.search.batching import MAX_BATCH
 
+# /search_text has its own queue slots, as many as a batch: a burst of text queries reaches the pipeline together,
+# which encodes and searches concurrent calls in batches (rag.search.batching), each call keeping its own
+# inputs, outputs and errors. (Gradio's batch=True would hand one visitor's bad input to every visitor of the batch
+# as their error, and its validator answers bad input with an HTTP 422 instead of the event stream's error.)
+TEXT_LIMITS: dict[str, Any] = {"concurrency_id": "search_text", "concurrency_limit": MAX_BATCH}
 
 
 @dataclass
@@ -91,11 +97,11 @@ def wire_more_like_this(panel: ResultsPanel, handler: Callable[..., Any], k: gr.
 
 
 def wire_search(trigger: Callable[..., Any], handler: Callable[..., Any], inputs: list, panel: ResultsPanel,
-                api_name: str | None = None) -> None:
+                api_name: str | None = None, limits: dict[str, Any] | None = None) -> None:
     """Clear the old selection, then search; only api_name'd triggers are public endpoints."""
     trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
         handler, inputs, [panel.gallery, panel.result], api_name=api_name,
-        api_visibility="public" if api_name else "private", **SEARCH_LIMITS,
+        api_visibility="public" if api_name else "private", **(limits or SEARCH_LIMITS),
     ).success(result_status, [panel.result], [panel.status], api_visibility="private", queue=False)
 
 
@@ -112,13 +118,16 @@ def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
         examples = text_examples(ctx.pipeline)
         if examples:
             multilingual = ctx.pipeline is not None and is_multilingual(ctx.pipeline)
-            gr.Examples([[q] for q in examples], [query], label="Examples from this collection"
-                        + (" (the last two are Indonesian)" if multilingual else ""))
+            picked = gr.Examples([[q] for q in examples], [query], api_visibility="private",
+                                 label="Examples from this collection" + (" (the last two are Indonesian)"
+                                                                          if multilingual else ""))
         panel = results_panel("text")
         wire_more_like_this(panel, handlers.similar_to, k, "similar_to", "text")
         # The button is the API endpoint; pressing Enter runs the same function, privately.
-        wire_search(button.click, handlers.search_text, [query, k], panel, api_name="search_text")
-        wire_search(query.submit, handlers.search_text, [query, k], panel)
+        wire_search(button.click, handlers.search_text, [query, k], panel, api_name="search_text", limits=TEXT_LIMITS)
+        wire_search(query.submit, handlers.search_text, [query, k], panel, limits=TEXT_LIMITS)
+        if examples:  # a click on an example runs its search (not only fills the box)
+            wire_search(picked.load_input_event.then, handlers.search_text, [query, k], panel, limits=TEXT_LIMITS)
     return panel
 
 
@@ -133,10 +142,12 @@ def image_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
             with gr.Column():
                 k = number_slider(1, MAX_K, value=12, label="Number of results (k)")
                 button = gr.Button("Search", variant="primary", elem_id="search-image-button")
-                if ctx.example_images:
-                    gr.Examples([[p] for p in ctx.example_images], [image], label="Try an image from the collection")
+                picked = gr.Examples([[p] for p in ctx.example_images], [image], api_visibility="private",
+                                     label="Try an image from the collection") if ctx.example_images else None
         panel = results_panel("image")
         wire_more_like_this(panel, handlers.similar_to, k, None, "image")
         wire_search(button.click, handlers.search_image, [image, k], panel, api_name="search_image")
         wire_search(image.upload, handlers.search_image, [image, k], panel)
+        if picked is not None:  # a click on an example image runs its search
+            wire_search(picked.load_input_event.then, handlers.search_image, [image, k], panel)
     return panel

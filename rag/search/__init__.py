@@ -1,5 +1,6 @@
-"""Finding rows: the FAISS index, the exact fp16 scan, metadata filters, filtered search, the query language,
-power search (``/search``) and near-duplicate groups. Knows vectors and row masks, not files or models.
+"""Finding rows: the FAISS index, the exact int8 / fp16 scans, concurrent queries in batches, metadata filters,
+filtered search, the query language, power search (``/search``) and near-duplicate groups. Knows vectors and row
+masks, not files or models.
 """
 
 from rag.search.duplicates import Duplicates, find_duplicates
