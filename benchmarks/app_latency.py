@@ -2,7 +2,7 @@
 """Latency of each Space endpoint through gradio_client, next to the bare pipeline call, in one run.
 
 Offline: builds (or reuses, with --models DIR) the tiny test models and a collection of generated shapes,
-serves app.py on localhost, then times N calls per endpoint both ways and prints a Markdown table.
+serves app.py on localhost, then times N calls per endpoint both ways and writes results/app_latency.json|md.
 The difference is what Gradio adds: queue, (de)serialisation, upload of the query image and, with the
 client's default download_files, one HTTP GET per result thumbnail (the last column skips those).
 
@@ -19,16 +19,19 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse
 import functools
+import json
 import logging
 import socket
 import statistics
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from gradio_client import Client, handle_file
 
 import app
+from benchmarks.common import report
 from rag.config import Settings
 from rag.startup import open_pipeline
 
@@ -44,6 +47,26 @@ def _models(folder: Path) -> tuple[str, str]:
     return str(clip), str(git)
 
 
+def raw_http(url: str, api_name: str, data: list) -> list:
+    """One call through Gradio's raw HTTP API, as the README's curl lines make it: POST the inputs, then read the
+    event stream up to its ``complete`` event; returns the outputs."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/gradio_api/call/{api_name.strip('/')}",
+                                     data=json.dumps({"data": data}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        event_id = json.loads(response.read())["event_id"]
+    event = None
+    with urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/call/{api_name.strip('/')}/{event_id}", timeout=120) as stream:
+        for raw in stream:
+            line = raw.decode().strip()
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                if event == "error":
+                    raise RuntimeError(f"{api_name} failed: {line}")
+                return json.loads(line[5:])
+    raise RuntimeError(f"{api_name}: the stream ended without a result")
+
+
 def _time(fn, calls: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -55,10 +78,11 @@ def _time(fn, calls: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def _ms(times: list[float]) -> str:
+def _stats(times: list[float]) -> tuple[float, float]:
+    """Median and p90 in ms."""
     times = sorted(times)
     p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
-    return f"{1000 * statistics.median(times):.1f} (p90 {1000 * p90:.1f})"
+    return 1000 * statistics.median(times), 1000 * p90
 
 
 def main() -> None:
@@ -90,30 +114,35 @@ def main() -> None:
     k = args.k
     rows = [
         ("/search_text", f'"red circle", k={k}', lambda: pipeline.search_text("red circle", k),
-         lambda c: c.predict("red circle", k, api_name="/search_text")),
+         lambda c: c.predict("red circle", k, api_name="/search_text"), ["red circle", k]),
         ("/search_image", f"64x64 JPEG upload, k={k}", lambda: pipeline.search_image(image, k),
-         lambda c: c.predict(handle_file(image), k, api_name="/search_image")),
+         lambda c: c.predict(handle_file(image), k, api_name="/search_image"), None),
         ("/similar_to", f"row 0, k={k}", lambda: pipeline.similar_to(0, k),
-         lambda c: c.predict(0, k, api_name="/similar_to")),
+         lambda c: c.predict(0, k, api_name="/similar_to"), [0, k]),
         ("/describe", "k=0 (plain GIT)", lambda: pipeline.describe(image, None, 0),
-         lambda c: c.predict(handle_file(image), "", 0, api_name="/describe")),
+         lambda c: c.predict(handle_file(image), "", 0, api_name="/describe"), None),
         ("/describe", "k=5 (GIT + context rerank)", lambda: pipeline.describe(image, None, 5),
-         lambda c: c.predict(handle_file(image), "", 5, api_name="/describe")),
-        ("/info", "", pipeline.info, lambda c: c.predict(api_name="/info")),
+         lambda c: c.predict(handle_file(image), "", 5, api_name="/describe"), None),
+        ("/info", "", pipeline.info, lambda c: c.predict(api_name="/info"), []),
     ]
-    print(f"\n{args.calls} calls each after 2 warm-up calls; median ms (p90). Tiny models, 96-image collection, "
-          f"CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start.\n")
-    print("| endpoint | input | bare pipeline call | gradio_client (downloads thumbnails) "
-          "| gradio_client, download_files=False |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    table = []
     try:
-        for name, what, bare, remote in rows:
-            bare_t = _time(bare, args.calls)
-            remote_t = _time(functools.partial(remote, client), args.calls)
-            light_t = _time(functools.partial(remote, light), args.calls)
-            print(f"| `{name}` | {what} | {_ms(bare_t)} | {_ms(remote_t)} | {_ms(light_t)} |", flush=True)
+        for name, what, bare, remote, raw in rows:
+            measured = {"bare": _time(bare, args.calls), "client": _time(functools.partial(remote, client), args.calls),
+                        "light": _time(functools.partial(remote, light), args.calls)}
+            if raw is not None:  # endpoints that take a file need an upload first: not timed raw
+                measured["raw_http"] = _time(functools.partial(raw_http, url, name, raw), args.calls)
+            row = {"endpoint": name, "input": what}
+            for way, times in measured.items():
+                row[f"{way}_p50_ms"], row[f"{way}_p90_ms"] = _stats(times)
+            table.append(row)
+            print(row, flush=True)
     finally:
         demo.close()
+    report("app_latency", f"Each endpoint through gradio_client ('client': downloads thumbnails; 'light': "
+           f"download_files=False) and raw HTTP (POST + event stream, no file inputs) next to the bare pipeline call; tiny models, 96-image collection, {args.calls} calls "
+           "each after 2 warm-up calls, median and p90 ms", table,
+           ["endpoint", "input", "bare_p50_ms", "raw_http_p50_ms", "light_p50_ms", "client_p50_ms", "client_p90_ms"], extra={"calls": args.calls, "k": k})
 
 
 if __name__ == "__main__":

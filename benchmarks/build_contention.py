@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from benchmarks.build_speed import write_jpegs
-from benchmarks.common import report, summary
+from benchmarks.common import report, speed_clip, summary
 from gradio_client import Client, handle_file
-from testkit.tiny_models import make_random_clip_vit_b32
 
 import app
 from rag.ingest.builder import BuildOptions, build_collection
@@ -48,9 +47,10 @@ def _port() -> int:
 
 
 def _search_times(client: Client, calls: int | None = None, until: threading.Event | None = None) -> np.ndarray:
-    """Seconds per /search_text call: ``calls`` of them, or as many as fit until ``until`` is set."""
+    """Seconds per /search_text call: ``calls`` of them, or as many as fit until ``until`` is set (at least one:
+    a small build, as in a smoke run, may end before the first search)."""
     times, i = [], 0
-    while (calls is not None and i < calls) or (until is not None and not until.is_set()):
+    while (calls is not None and i < calls) or (until is not None and (not until.is_set() or i == 0)):
         started = time.perf_counter()
         client.predict(QUERIES[i % len(QUERIES)], 10, api_name="/search_text")
         times.append(time.perf_counter() - started)
@@ -87,7 +87,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = make_random_clip_vit_b32(tmp / "vit-b32")
+        model_dir = speed_clip(tmp / "vit-b32")
         write_jpegs(tmp / "space-images", 64, seed=1)
         encoder = Encoder(model_dir)
         build_collection(FolderSource(tmp / "space-images"), tmp / "space", encoder, BuildOptions(progress=False))

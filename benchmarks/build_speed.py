@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import add_threads_option, apply_threads, report
+from benchmarks.common import add_threads_option, apply_threads, report, speed_clip
 from PIL import Image, ImageDraw
-from testkit.tiny_models import make_random_clip_vit_b32
 
 from rag.ingest.builder import BuildOptions, build_collection
 from rag.models.encoder import Encoder
@@ -74,7 +73,7 @@ def main() -> None:
     apply_threads(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = make_random_clip_vit_b32(tmp / "vit-b32")
+        model_dir = speed_clip(tmp / "vit-b32")
         paths = write_jpegs(tmp / "jpegs", args.images)
         encoder = Encoder(model_dir)
         forward = bare_forward(encoder, paths, args.batch_size)
@@ -89,6 +88,7 @@ def main() -> None:
         torch8_mode = quantize_for_build(torch8, "int8")
         torch8_build = build_throughput(torch8, tmp / "jpegs", tmp / "collection-torch8", args.batch_size, args.workers)
         build_again = build_throughput(encoder, tmp / "jpegs", tmp / "collection-again", args.batch_size, args.workers)
+        parquet_bytes = sum(p.stat().st_size for p in (tmp / "collection").glob("data/*.parquet"))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     baseline = (forward + forward_again) / 2
     rows = [
@@ -104,7 +104,10 @@ def main() -> None:
          "ratio": torch8_build / baseline},
     ]
     report("build", f"Build throughput, random-weight CLIP ViT-B/32, {args.images} JPEGs 500x375, batch {args.batch_size}",
-           rows, ["stage", "images_per_s", "ratio"], extra={"peak_rss_mb": peak_mb})
+           rows, ["stage", "images_per_s", "ratio"],
+           extra={"peak_rss_mb": peak_mb, "images": args.images,
+                  "metadata_bytes_per_row": parquet_bytes / args.images,  # thumbnail + captions + columns, on disk
+                  "int8_vs_fp32_builds": 2 * int8_build / (build + build_again)})
     print(f"peak resident memory: {peak_mb:.0f} MB")
     print(f"--quantize int8 build: {2 * int8_build / (build + build_again):.2f}x the images/s of the two fp32 builds' mean")
 

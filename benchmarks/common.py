@@ -1,4 +1,5 @@
-"""Shared bits of the benchmark scripts: machine description, timing statistics, Markdown/JSON output."""
+"""Shared bits of the benchmark scripts: timing statistics, generated data, and the Markdown/JSON output that
+records what produced it (benchmarks.provenance)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import psutil
 
+from benchmarks import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS_ENV = "RAG_BENCH_RESULTS"
+SMOKE_ENV = "RAG_BENCH_SMOKE"  # set by ``benchmarks.run --quick``: tiny models, numbers not for publishing
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +32,6 @@ def apply_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-
-
-def load_note() -> str:
-    """The 1-minute load average now, for a table title (other jobs on the machine move absolute times)."""
-    return f"load average {os.getloadavg()[0]:.1f} at start"
 
 
 def evaluation_results(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -54,12 +54,39 @@ def evaluation_results(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """Cores, CPU model, memory and library versions, recorded with every table (rag.machine)."""
+    """Cores, CPU model, memory and library versions (rag.machine.machine_info), plus the short keys the tables use."""
     from rag.machine import machine_info
 
     info = machine_info()
-    versions = info.pop("versions")
+    versions = info["versions"]
     return {**info, "cores": info["cpus"], "torch": versions.get("torch"), "faiss": versions.get("faiss-cpu")}
+
+
+def results_dir() -> Path:
+    """Where tables are written: ``$RAG_BENCH_RESULTS`` when set (``benchmarks.run --out``), else benchmarks/results."""
+    return Path(os.environ.get(RESULTS_ENV) or ROOT / "benchmarks" / "results")
+
+
+def smoke() -> bool:
+    """Whether this is a smoke run (``benchmarks.run --quick``), which swaps the real-size models for tiny ones."""
+    return os.environ.get(SMOKE_ENV) == "1"
+
+
+def speed_clip(out: Path) -> str:
+    """The CLIP a speed benchmark times: random weights of the real ViT-B/32 sizes (weights do not change the time);
+    in a smoke run the tiny test architecture, untrained, so that the script runs in seconds."""
+    from testkit.tiny_models import make_random_clip_vit_b32, make_tiny_clip
+
+    return make_tiny_clip(out, train_seconds=0) if smoke() else make_random_clip_vit_b32(out)
+
+
+def clip_dim(model_dir: str) -> int:
+    """The embedding size of ``speed_clip``'s model: 512 (ViT-B/32), or the tiny model's in a smoke run."""
+    if not smoke():
+        return 512
+    from rag.models.encoder import Encoder
+
+    return Encoder(model_dir).dim
 
 
 def timings(function: Callable[[], Any], repeat: int, warmup: int = 3) -> np.ndarray:
@@ -103,17 +130,33 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 def report(name: str, title: str, rows: list[dict[str, Any]], columns: Sequence[str], extra: dict | None = None,
            out_dir: Path | None = None) -> str:
-    """Print the table with the machine line and write ``<name>.json`` beside it."""
+    """Print the table and write ``<name>.json`` and ``<name>.md`` with what produced them (benchmarks.provenance:
+    command, commit, machine, load average before and after, date)."""
+    record = provenance.record()
     info = machine()
-    text = (f"### {title}\n\nMachine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; "
+    text = (f"### {title}\n\n{provenance.describe(record)}\n\n"
             f"torch {info['torch']} ({info['torch_threads']} threads), faiss {info['faiss']}\n\n"
             + markdown_table(rows, columns))
     print(text + "\n", flush=True)
-    out_dir = out_dir or ROOT / "benchmarks" / "results"
+    out_dir = out_dir or results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows, **(extra or {})}, indent=2))
+    payload = {"title": title, "provenance": record, "machine": info, "columns": list(columns), "rows": rows}
+    clash = set(extra or {}) & set(payload)
+    if clash:
+        raise ValueError(f"extra keys {sorted(clash)} would overwrite the table's own")
+    payload.update(extra or {})
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
     (out_dir / f"{name}.md").write_text(text + "\n")
     return text
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and paths as JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def clustered_vectors(n: int, dim: int = 512, clusters: int = 2000, seed: int = 0, spread: float = 0.35) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmarks.common import add_threads_option, apply_threads, clustered_vectors, report, smoke, speed_clip
+from benchmarks.common import add_threads_option, apply_threads, clip_dim, clustered_vectors, report, smoke, speed_clip
 from benchmarks.synthetic import write_synthetic_collection
 
 from rag.config import Settings
@@ -192,7 +192,7 @@ def gpu_estimate(quick: bool) -> dict:
 def measure(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     """Every row of the table (CPU creations, search during a creation, the GPU estimate) and the extras."""
     clip = speed_clip(work / "vit-b32")
-    collection = write_synthetic_collection(work / "synthetic", clustered_vectors(2000), clip)
+    collection = write_synthetic_collection(work / "synthetic", clustered_vectors(2000, clip_dim(clip)), clip)
     pipeline = open_pipeline(Settings(cache_dir=work / "cache", quantize="none"), collection_dir=collection,
                              with_captioner=False)
     size = 64 if args.quick else args.size

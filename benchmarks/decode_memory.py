@@ -4,10 +4,11 @@
 Offline: builds (or reuses, with --models DIR) the tiny CLIP and a collection of generated shapes, writes an
 11480 x 11480 16-bit greyscale PNG (~0.3 MB on disk, 264 MB decoded), serves app.py in a subprocess, then
 sends --calls concurrent /search_image calls with that PNG and one /search_text call during the burst.
-Prints the server's peak resident memory above idle (sampled every 20 ms) and each call's time and outcome;
-the text search's time is compared with the same call at idle (the baseline measured in this run).
+Records the server's peak resident memory above idle (sampled every 20 ms) and each call's time and outcome;
+the text search's time is compared with the same call at idle (the baseline measured in this run). Writes
+results/decode_memory.json|md.
 
-    HF_HUB_OFFLINE=1 python benchmarks/decode_memory.py [--calls 6] [--models /tmp/tiny-models]
+    HF_HUB_OFFLINE=1 python -m benchmarks.decode_memory [--calls 6] [--side 11480] [--models /tmp/tiny-models]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import report  # noqa: E402
+
 import numpy as np
 import psutil
 from PIL import Image
@@ -37,10 +40,11 @@ from PIL import Image
 SIDE = 11_480
 
 
-def write_big_png(path: Path) -> Path:
-    """A 16-bit greyscale ramp that compresses to a few hundred KB: 131 Mpx, under the 134 Mpx pixel cap."""
-    row = (np.arange(SIDE, dtype=np.uint32) * 5 % 65536).astype(np.uint16)
-    Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (SIDE, SIDE)))).save(path, compress_level=9)
+def write_big_png(path: Path, side: int = SIDE) -> Path:
+    """A 16-bit greyscale ramp that compresses to a few hundred KB: 131 Mpx at the default side, under the 134 Mpx
+    pixel cap."""
+    row = (np.arange(side, dtype=np.uint32) * 5 % 65536).astype(np.uint16)
+    Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (side, side)))).save(path, compress_level=9)
     return path
 
 
@@ -121,22 +125,38 @@ def _burst(url: str, pid: int, png: Path, small: Path, calls: int) -> tuple[int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=6, help="concurrent /search_image calls (default 6)")
+    parser.add_argument("--side", type=int, default=SIDE, help=f"side of the square PNG in pixels (default {SIDE})")
     parser.add_argument("--models", type=Path, help="folder to keep the tiny CLIP in (reused when present)")
     parser.add_argument("--serve", nargs=3, metavar=("COLLECTION", "CACHE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve[0], args.serve[1], int(args.serve[2]))
         return
+    png, (idle, idle_text, peak, burst, results) = measure(args.calls, args.side, args.models)
+    rows = [{"call": label, "seconds": seconds, "outcome": outcome} for label, seconds, outcome in sorted(results)]
+    during = next(t for label, t, _ in results if label == "text during burst")
+    rows.append({"call": "text at idle (baseline)", "seconds": idle_text, "outcome": "results"})
+    summary = {"png_side": args.side, "png_kb": png.stat().st_size / 1024, "idle_rss_mb": idle / 2**20,
+               "peak_rss_mb": peak / 2**20, "peak_above_idle_gb": (peak - idle) / 2**30, "burst_s": burst,
+               "text_during_vs_idle": during / idle_text, "all_returned_results": all(r[2] == "results" for r in results)}
+    report("decode_memory", f"{args.calls} concurrent /search_image calls with a {args.side}x{args.side} 16-bit PNG "
+           f"({summary['png_kb']:.0f} KB) + 1 /search_text during the burst: server RSS idle {summary['idle_rss_mb']:,.0f} MB, "
+           f"peak {summary['peak_rss_mb']:,.0f} MB, peak above idle {summary['peak_above_idle_gb']:.2f} GB (target < 2.5 GB), "
+           f"burst {burst:.1f} s, text during burst / idle {summary['text_during_vs_idle']:.1f}x", rows,
+           ["call", "seconds", "outcome"], extra={"summary": summary})
 
+
+def measure(calls: int, side: int, models: Path | None) -> tuple[Path, tuple]:
+    """Build the collection, serve it in a child process, run the burst; returns the PNG and the measurements."""
     from testkit.shapes import build_shapes, write_shape_folder
     from testkit.tiny_models import make_tiny_clip
 
     work = Path(tempfile.mkdtemp(prefix="decode-memory-"))
-    clip = (args.models or work / "models") / "clip"
+    clip = (models or work / "models") / "clip"
     if not (clip / "modules.json").exists():
         make_tiny_clip(clip)
     collection = build_shapes(write_shape_folder(work / "shapes", n=48), work / "collection", str(clip))
-    png = write_big_png(work / "big16.png")
+    png = write_big_png(work / "big16.png", side)
     small = work / "shapes" / "set_a" / "img_001.jpg"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,20 +167,10 @@ def main() -> None:
         for line in server.stdout:
             if line.strip() == "READY":
                 break
-        idle, idle_text, peak, burst, results = _burst(f"http://127.0.0.1:{port}/", server.pid, png, small, args.calls)
+        return png, _burst(f"http://127.0.0.1:{port}/", server.pid, png, small, calls)
     finally:
         server.kill()
         server.wait()
-    print(f"\n{args.calls} concurrent /search_image calls with a {SIDE}x{SIDE} 16-bit PNG "
-          f"({png.stat().st_size / 1024:.0f} KB) + 1 /search_text; CPU, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f} at the end.\n")
-    print(f"server RSS idle {idle / 2**20:,.0f} MB; peak {peak / 2**20:,.0f} MB; "
-          f"**peak above idle {(peak - idle) / 2**30:.2f} GB** (target < 2.5 GB); burst {burst:.1f} s\n")
-    print("| call | seconds | outcome |\n| --- | ---: | --- |")
-    for label, seconds, outcome in sorted(results):
-        print(f"| {label} | {seconds:.2f} | {outcome} |")
-    during = next(t for label, t, _ in results if label == "text during burst")
-    print(f"| text at idle (baseline) | {idle_text:.2f} | text during burst / idle = {during / idle_text:.1f}x |")
 
 
 if __name__ == "__main__":

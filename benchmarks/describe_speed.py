@@ -7,7 +7,7 @@ the end token, so every beam runs to the maximum length: a worst case for the le
 Quality: ``python -m rag.evaluate`` (in-process) on the tiny shapes fixture (tiny trained CLIP and GIT),
 BLEU-4 / ROUGE-L at k = 0 and k = 5 and text->image recall, for the same settings.
 Variants are applied by setting rag.models.captioner's constants and RAG_QUANTIZE, as the Space would run them.
-Usage: python -m benchmarks.describe_speed [--calls 5] [--sample 24] [--skip-quality]
+Usage: python -m benchmarks.describe_speed [--calls 5] [--sample 24] [--skip-quality] [--tokens N (smoke runs only)]
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import add_threads_option, apply_threads, clustered_vectors, evaluation_results, load_note, report
+from benchmarks.common import clip_dim, add_threads_option, apply_threads, clustered_vectors, evaluation_results, report, smoke, speed_clip
 from benchmarks.synthetic import write_synthetic_collection
-from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
+from testkit.tiny_models import make_shape_images
 
 from rag.models import captioner as captioner_module
 from rag.config import Settings
 from rag.pipeline import Pipeline
 from rag.startup import open_pipeline
 
+VOCAB = 30522  # git-base-coco's (BERT's) vocabulary size
 # name, RAG_QUANTIZE, beams with context, max new tokens
 VARIANTS = [
     ("fp32, 5 beams, 30 tokens (main before)", "none", 5, 30),
@@ -49,20 +50,22 @@ def variant(beams: int, tokens: int):
 
 
 def make_random_git_base(out: Path) -> str:
-    """An untrained GitForCausalLM with git-base-coco's sizes and a small word-level BERT tokenizer."""
+    """An untrained GitForCausalLM with git-base-coco's sizes and a word-level BERT tokenizer of its vocabulary size."""
     import torch
     from transformers import BertTokenizer, CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
 
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
     words = sorted({w for text in ["a photo of a red green blue yellow circle square triangle dog cat on the"] for w in text.split()})
-    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    vocab += [f"w{i}" for i in range(VOCAB - len(vocab))]  # every id a word: random weights still write text
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizer(str(out / "vocab.txt"), model_max_length=512)
     processor = GitProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 224},
                                                                 crop_size={"height": 224, "width": 224}), tokenizer=tokenizer)
     vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
               "image_size": 224, "patch_size": 16}
-    config = GitConfig(vision_config=vision, vocab_size=30522, hidden_size=768, intermediate_size=3072,
+    config = GitConfig(vision_config=vision, vocab_size=VOCAB, hidden_size=768, intermediate_size=3072,
                        num_hidden_layers=6, num_attention_heads=12, max_position_embeddings=1024,
                        pad_token_id=0, bos_token_id=2, eos_token_id=3)
     GitForCausalLM(config).eval().save_pretrained(out)
@@ -70,10 +73,17 @@ def make_random_git_base(out: Path) -> str:
     return str(out)
 
 
+def tiny_git(out: Path) -> str:
+    """A smoke run's captioner: the tiny test GIT, untrained."""
+    from testkit.tiny_models import make_tiny_git
+
+    return make_tiny_git(out, train_seconds=0)
+
+
 def speed(calls: int, work: Path) -> list[dict]:
-    clip = make_random_clip_vit_b32(work / "vit-b32")
-    git = make_random_git_base(work / "git-base")
-    collection = write_synthetic_collection(work / "synthetic", clustered_vectors(2000), clip)
+    clip = speed_clip(work / "vit-b32")
+    git = tiny_git(work / "git-base") if smoke() else make_random_git_base(work / "git-base")
+    collection = write_synthetic_collection(work / "synthetic", clustered_vectors(2000, clip_dim(clip)), clip)
     pipelines = {
         mode: open_pipeline(Settings(cache_dir=work / "cache", captioner="git", captioner_model=git, quantize=mode),
                                      collection_dir=collection)
@@ -126,16 +136,20 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=24)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--tokens", type=int, help="cap every variant's maximum new tokens (a smoke run; not the "
+                        "published variants)")
     add_threads_option(parser)
     args = parser.parse_args()
     apply_threads(args)
     logging.basicConfig(level=logging.WARNING)
-    load = load_note()
+    if args.tokens:  # a smoke run: every variant's length capped
+        VARIANTS[:] = [(f"{name} [capped at {args.tokens} tokens]", mode, beams, min(tokens, args.tokens))
+                       for name, mode, beams, tokens in VARIANTS]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.skip_speed:
             report("describe_speed", f"Pipeline.describe(k=5) on CPU, random git-base-size GIT, {args.calls} calls per "
-                   f"variant, interleaved ({load})", speed(args.calls, work), ["variant", "p50_s", "p95_s", "ratio"])
+                   f"variant, interleaved", speed(args.calls, work), ["variant", "p50_s", "p95_s", "ratio"])
         if not args.skip_quality:
             report("describe_quality", f"rag.evaluate on the tiny shapes fixture (96 rows, {args.sample} described)",
                    quality(args.sample, work), ["variant", "t2i_R@1", "t2i_R@10", "BLEU-4 k=0", "ROUGE-L k=0",

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import clustered_vectors, report, summary
+from benchmarks.common import clip_dim, clustered_vectors, report, speed_clip, summary
 from benchmarks.synthetic import write_synthetic_collection
-from testkit.tiny_models import make_random_clip_vit_b32
 
 from rag.collection.reader import Collection
 from rag.models.encoder import Encoder
@@ -34,8 +33,8 @@ def main() -> None:
     queries = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(args.queries)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = make_random_clip_vit_b32(tmp / "vit-b32")
-        collection_dir = write_synthetic_collection(tmp / "collection", clustered_vectors(args.rows), model_dir)
+        model_dir = speed_clip(tmp / "vit-b32")
+        collection_dir = write_synthetic_collection(tmp / "collection", clustered_vectors(args.rows, clip_dim(model_dir)), model_dir)
         pipeline = Pipeline(collection=Collection.open(collection_dir), encoder=Encoder(model_dir), cache_dir=tmp / "cache")
         stages = {"encode text": [], "FAISS search": [], "rows + thumbnail files": []}
         totals = {"cold (thumbnails written)": [], "warm (thumbnails cached)": []}

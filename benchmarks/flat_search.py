@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import clustered_vectors, load_note, queries_near, report, rss_mb
+from benchmarks.common import clustered_vectors, queries_near, report, rss_mb
 
 from rag.search.flat import HalfFlatSearcher, flat_vectors, one_thread
 from rag.search.index import build_index, load_index, save_index
@@ -92,7 +92,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             rows += measure(size, args.queries, Path(tmp))
-    report("flat_search", f"Exact single-query search, 512-d, k={K}, {args.queries} queries per size ({load_note()})", rows,
+    report("flat_search", f"Exact single-query search, 512-d, k={K}, {args.queries} queries per size", rows,
            ["rows", "method", "p50_ms", "p95_ms", "ratio_vs_numpy", "recall@10", "prepare_s", "extra_rss_mb"])
 
 

@@ -7,7 +7,7 @@ is done on a small warm-up layout before the timed one, so ``seconds`` is the la
 Quality: label agreement raw, its ceiling and normalised by it (rag.metrics.map_quality), trustworthiness and
 continuity. ``--noise`` makes the clusters overlap so that the methods can differ. Usage:
 
-  python -m benchmarks.map_layout [--rows 70000] [--methods tsne,umap] [--threads 1] [--noise 1.5]
+  python -m benchmarks.map_layout [--rows 70000] [--methods tsne,umap] [--threads 1] [--noise 1.5] [--name map_layout]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--methods", default="tsne,umap")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--noise", type=float, default=1.5)
+    parser.add_argument("--name", default="map_layout", help="results file name (default map_layout)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -75,7 +76,7 @@ def main() -> None:
     baseline = results[0]["seconds"]
     for row in results:
         row["time_vs_first"] = row["seconds"] / baseline
-    report("map_layout", f"Map layout of {args.rows:,} clustered 512-d vectors (noise {args.noise}, PCA to 50, "
+    report(args.name, f"Map layout of {args.rows:,} clustered 512-d vectors (noise {args.noise}, PCA to 50, "
            f"same exact cosine neighbours, {args.threads} thread(s), numba compiled before timing)", results,
            ["method", "rows", "seconds", "cpu_seconds", "time_vs_first", "peak_rss_mb", "layout_extra_mb",
             "label_agreement_ceiling", "label_agreement_embedding_normalised", "label_agreement_map_normalised",

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmarks.common import add_threads_option, apply_threads, clustered_vectors, evaluation_results, load_note, report
+from benchmarks.common import clip_dim, add_threads_option, apply_threads, clustered_vectors, evaluation_results, report, speed_clip
 from benchmarks.synthetic import write_synthetic_collection
-from testkit.tiny_models import make_random_clip_vit_b32, make_shape_images
+from testkit.tiny_models import make_shape_images
 
 from rag.config import Settings
 from rag.models.encoder import Encoder
@@ -166,7 +166,7 @@ def in_blocks(functions: dict, calls: int) -> dict[str, float]:
 def search_text(model_dir: str, rows: int, calls: int, work: Path) -> list[dict]:
     """Table 3: Pipeline.search_text p50 at ``rows`` rows, fp32 vs int8 text tower, fresh queries; calls
     interleaved one by one (torch and onnxruntime threads contend) and in blocks (one mode at a time)."""
-    collection = write_synthetic_collection(work / "synthetic", clustered_vectors(rows), model_dir)
+    collection = write_synthetic_collection(work / "synthetic", clustered_vectors(rows, clip_dim(model_dir)), model_dir)
     pipelines = {
         mode: open_pipeline(Settings(cache_dir=work / "cache", quantize=mode), collection_dir=collection,
                                      with_captioner=False)
@@ -221,20 +221,19 @@ def main() -> None:
     args = parser.parse_args()
     apply_threads(args)
     logging.basicConfig(level=logging.WARNING)
-    load = load_note()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model_dir = make_random_clip_vit_b32(work / "vit-b32")
+        model_dir = speed_clip(work / "vit-b32")
         parts = args.parts.split(",")
         if "ways" in parts:
-            report("quantize_ways", f"Text tower, one query, random-weight ViT-B/32, {args.calls} interleaved calls ({load})",
+            report("quantize_ways", f"Text tower, one query, random-weight ViT-B/32, {args.calls} interleaved calls",
                    candidate_ways(model_dir, args.calls, work), ["way", "p50_ms", "ratio", "min_cosine", "note"])
         if "fidelity" in parts:
             report("quantize_fidelity", "rag.models.quantize int8 towers vs fp32, random-weight ViT-B/32",
                    fidelity(model_dir, args.texts, args.images, work),
                    ["inputs", "mode", "min_cosine", "mean_cosine", "probe_min_cosine"])
         if "search" in parts:
-            report("quantize_search_text", f"Pipeline.search_text, {args.rows} rows Flat, k=10, {args.calls} calls each ({load})",
+            report("quantize_search_text", f"Pipeline.search_text, {args.rows} rows Flat, k=10, {args.calls} calls each",
                    search_text(model_dir, args.rows, args.calls, work), ["path", "calls", "rows", "p50_ms", "ratio"])
         if "recall" in parts:
             report("quantize_recall", f"rag.evaluate retrieval on a {args.eval_rows}-row tiny shapes fixture, fp32 vs "

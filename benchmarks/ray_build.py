@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import psutil
 from benchmarks.build_speed import write_jpegs
-from benchmarks.common import ROOT, report
+from benchmarks.common import ROOT, report, speed_clip
 
 ROWS_10M = 10_000_000
 
@@ -84,11 +83,9 @@ def main() -> None:
                          args.batch_size)
         print(json.dumps(result))
         return
-    from testkit.tiny_models import make_random_clip_vit_b32
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        make_random_clip_vit_b32(Path(tmp) / "vit-b32")
+        speed_clip(Path(tmp) / "vit-b32")
         write_jpegs(Path(tmp) / "jpegs", args.images)
         for engine, workers in [("local", 2), ("ray", 1), ("ray", 2)]:
             command = [sys.executable, "-m", "benchmarks.ray_build", "--batch-size", str(args.batch_size), "--child", engine,
@@ -102,7 +99,7 @@ def main() -> None:
         row["ratio_vs_local"] = row["images_per_s"] / base
         row["10M_rows_days_extrapolated"] = ROWS_10M / row["images_per_s"] / 86_400
     report("ray_build", f"Build: local vs Ray, random-weight CLIP ViT-B/32, {args.images} JPEGs 500x375, "
-           f"batch {args.batch_size} (load average {os.getloadavg()[0]:.1f} at start)", rows,
+           f"batch {args.batch_size}", rows,
            ["engine", "seconds", "images_per_s", "ratio_vs_local", "driver_peak_MB", "tree_peak_MB",
             "10M_rows_days_extrapolated"])
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -107,13 +106,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--dir", help="where to write the collections (default: a temporary folder)")
     args = parser.parse_args()
-    rows, load = [], os.getloadavg()[0]
+    rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in [int(s) for s in args.sizes.split(",")]:
             rows.append(measure(n, args.factory, args.queries, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
-    report("scale", "Serving at scale, generated 512-d vectors + metadata, one query at a time "
-           f"(load average {load:.1f} at start)", rows,
+    report("scale", "Serving at scale, generated 512-d vectors + metadata, one query at a time", rows,
            ["rows", "index", "build_s", "first_start_sha256_s", "open_s", "rss_load_MB", "rss_1000q_MB", "p50_ms",
             "p95_ms", "recall@10", "index_MB", "metadata_MB"], extra={"extrapolated": extrapolate(rows)})
     print("Extrapolated (not measured):")

@@ -113,7 +113,7 @@ def main() -> None:
     report("streaming", f"`--limit {args.limit}` of {args.rows:,} rows (≈ {dataset_mb:.0f} MB parquet, "
            f"{args.shards} shards): streamed vs whole split", rows,
            ["parquet layout", "source read", "rows", "seconds", "time vs today", "MB read", "read vs today",
-            "MB written to cache", "peak RSS MB"], extra={"dataset_MB": sizes, **vars(args)})
+            "MB written to cache", "peak RSS MB"], extra={"dataset_MB": sizes, "settings": vars(args)})
 
 
 if __name__ == "__main__":

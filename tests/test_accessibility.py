@@ -39,12 +39,52 @@ def violations(page) -> list[str]:
     return found
 
 
+# Settled: for QUIET_FRAMES animation frames in a row no event is running (Gradio's status trackers hidden, no block
+# marked pending: a chained .then() event starts a moment after the one before it ends) and no finite animation or
+# CSS transition is running (a transition starts on the frame after its cause); infinite ones (spinners) and the
+# toast's 10-s auto-close countdown bar (its width moves, not its colours) do not count.
+QUIET_FRAMES = 10
+SETTLED_JS = """frames => new Promise(done => {
+    const idle = () => !document.querySelector('.pending')
+        && ![...document.querySelectorAll('[data-testid=status-tracker]')].some(e => !e.classList.contains('hide')
+                                                                                && e.offsetParent !== null)
+        && document.getAnimations().every(a => a.playState !== 'running' || !a.effect
+            || a.effect.getComputedTiming().endTime === Infinity || /countdown/.test(a.animationName || ''));
+    const step = left => requestAnimationFrame(() => !idle() ? done(false) : left <= 1 ? done(true) : step(left - 1));
+    step(frames); })"""
+
+
+def settle(page) -> None:
+    """Wait until the page's events are done and no transition or animation is changing what axe would measure."""
+    page.wait_for_function(SETTLED_JS, arg=QUIET_FRAMES, polling=100)
+
+
+def close_toasts(page) -> None:
+    """Close every toast (those not already leaving: Svelte makes a leaving one inert) and wait until none is left,
+    so that the next state starts clean."""
+    page.wait_for_function("""() => {
+        document.querySelectorAll('[data-testid=toast-close]').forEach(b => { if (!b.closest('[inert]')) b.click(); });
+        return !document.querySelector('[data-testid=toast-body]'); }""", polling=200)
+
+
+def wait_for_error(page, status: str) -> None:
+    """Wait until a failed action says so: a toast, or a "⚠️" message in the tab's status line ``status``."""
+    page.wait_for_function("""s => document.querySelector('[data-testid=toast-body]')
+        || (document.querySelector(s)?.innerText || '').includes('⚠')""", arg=status)
+
+
+def open_tab(page, tab_id: str) -> None:
+    """Select a tab by its stable id (gr.Tab(id=...)), whatever its label says, and wait until it is shown."""
+    page.locator(f"[role=tab][data-tab-id={tab_id}]").click()
+    page.locator(f"[role=tab][data-tab-id={tab_id}][aria-selected=true]").wait_for()
+
+
 def open_page(browser, url: str, scheme: str, width: int = 1280, height: int = 900):  # noqa: F811
     context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url)
-    page.get_by_role("tab", name="Text → image").wait_for()
+    page.locator("[role=tab][data-tab-id=text]").wait_for()
     return context, page
 
 
@@ -63,30 +103,21 @@ def test_no_wcag_violations_in_any_state(browser, served, scheme):  # noqa: F811
         page.locator("#text-gallery img").first.click()
         page.locator("#text-details").get_by_text("Label:").wait_for()
         page.wait_for_function("() => !document.querySelector('#text-more').disabled")
-        page.wait_for_timeout(600)  # the button's colours transition when it becomes enabled: measure them settled
+        settle(page)  # the button's colours transition when it becomes enabled: measure them settled
         found["text tab, result selected"] = violations(page)
         page.locator("#query textarea").fill(" ")
         page.locator("#search-text-button").click()
-        page.locator("[data-testid=toast-text]").get_by_text("Type a text query").wait_for()
-        page.wait_for_function(  # the toast fades and flies in: measure its colours once it and its wrappers are opaque
-            """() => [...document.querySelectorAll('[data-testid=toast-body]')].every(e => {
-                for (let n = e; n; n = n.parentElement) if (getComputedStyle(n).opacity !== '1') return false;
-                return true; })"""
-        )
-        page.wait_for_function(  # and no animation is still running inside or around it
-            """() => document.getAnimations().every(a => a.playState !== 'running' || !a.effect || !a.effect.target
-                || !(a.effect.target.closest('[data-testid=toast-body]') || a.effect.target.querySelector?.('[data-testid=toast-body]')))"""
-        )
-        page.wait_for_timeout(300)  # colour transitions (not animations) settle too
+        wait_for_error(page, "#text-status")
+        settle(page)  # the toast fades and flies in: measure its colours once it is opaque and still
         found["text tab, error shown"] = violations(page)
-        page.get_by_role("tab", name="Image → image").click()
+        open_tab(page, "image")
         page.locator("#image-query").wait_for()
         found["image tab, empty"] = violations(page)
         page.locator("#image-query input[type=file]").set_input_files(str(images / "set_a" / "img_001.jpg"))
         page.locator("#image-gallery img").first.wait_for()
         page.locator("#image-status").get_by_text("12 results").wait_for()
         found["image tab, results"] = violations(page)
-        page.get_by_role("tab", name="Describe").click()
+        open_tab(page, "describe")
         page.locator("#describe-button").wait_for()
         found["describe tab, empty"] = violations(page)
         page.locator("#describe-image input[type=file]").set_input_files(str(images / "set_a" / "img_001.jpg"))
@@ -138,7 +169,7 @@ def test_the_whole_journey_works_from_the_keyboard(browser, served):  # noqa: F8
         tab_to(page, "#text-more")
         page.keyboard.press("Enter")  # More like this
         page.locator("#text-status").get_by_text("like row").wait_for()
-        tab_to(page, "[role=tab]", backwards=True, text="Describe")
+        tab_to(page, "[role=tab][data-tab-id=describe]", backwards=True)
         page.keyboard.press("Enter")
         page.locator("#describe-button").wait_for()
         tab_to(page, "#describe-examples button")
@@ -174,9 +205,10 @@ def test_screen_readers_get_names_and_announcements(browser, served):  # noqa: F
         assert unnamed == []
         page.locator("#query textarea").fill(" ")
         page.locator("#search-text-button").click()
-        toast = page.locator("[data-testid=toast-body]").first
-        toast.wait_for()
-        assert toast.get_attribute("aria-live") in ("polite", "assertive")  # errors are announced
+        wait_for_error(page, "#text-status")
+        toast = page.locator("[data-testid=toast-body]")
+        where = toast.first if toast.count() else status  # a pop-up, or the message in the status line
+        assert where.get_attribute("aria-live") in ("polite", "assertive")  # errors are announced
     finally:
         context.close()
 
@@ -213,12 +245,63 @@ def test_every_tab_passes_axe_when_opened(browser, served, scheme):  # noqa: F81
     context, page = open_page(browser, url, scheme)
     found: dict[str, list[str]] = {}
     try:
-        names = [n.strip() for n in page.get_by_role("tab").all_inner_texts() if n.strip()]
-        assert len(names) >= 3, names
-        for name in names:
-            page.get_by_role("tab", name=name, exact=True).click()
-            page.wait_for_timeout(500)
-            found[name] = violations(page)
+        tab_ids = page.locator("[role=tab]").evaluate_all("tabs => tabs.map(t => t.dataset.tabId)")
+        assert len(tab_ids) >= 3, tab_ids
+        for tab_id in tab_ids:
+            open_tab(page, tab_id)
+            settle(page)
+            found[tab_id] = violations(page)
     finally:
         context.close()
     assert not any(found.values()), {tab: v for tab, v in found.items() if v}
+
+
+GRAPH = "#explore-map .js-plotly-plot"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_search_duplicates_explore_and_build_pass_axe_with_results_and_errors(browser, served, scheme):  # noqa: F811
+    """The other tabs in the states a visitor sees after using them: results, a selected result, an error."""
+    url, _ = served
+    context, page = open_page(browser, url, scheme)
+    found: dict[str, list[str]] = {}
+
+    def check(state: str) -> None:
+        settle(page)
+        found[state] = violations(page)
+
+    try:
+        open_tab(page, "search")
+        page.locator("#search-query textarea").fill("red circle")
+        page.locator("#search-button").click()
+        page.locator("#search-gallery img").first.wait_for()
+        page.wait_for_function("() => document.querySelector('#search-status').innerText.trim() !== ''")
+        check("search, results")
+        page.locator("#search-gallery img").first.click()
+        page.locator("#search-details").get_by_text("Label:").wait_for()
+        page.wait_for_function("() => !document.querySelector('#search-more').disabled")
+        check("search, result selected")
+        page.locator("#search-query textarea").fill(" ")
+        page.locator("#search-button").click()
+        wait_for_error(page, "#search-status")
+        check("search, error shown")
+        close_toasts(page)
+        open_tab(page, "duplicates")
+        page.locator("#duplicates-button").click()
+        page.locator("#duplicates-groups .duplicate-group img").first.wait_for()
+        check("duplicates, groups")
+        open_tab(page, "explore")
+        page.wait_for_function(f"() => document.querySelector('{GRAPH}')?._fullData && "
+                               f"document.querySelector('{GRAPH}').__ragBridge")
+        check("explore, map")
+        page.evaluate(f"() => document.querySelector('{GRAPH}').emit('plotly_click', {{points: [{{customdata: 5}}]}})")
+        page.locator("#explore-details").get_by_text("Row 5").wait_for()
+        page.wait_for_function("() => !document.querySelector('#explore-more').disabled")
+        check("explore, point selected")
+        open_tab(page, "build")
+        page.locator("#build-button").click()  # neither an archive nor a dataset
+        wait_for_error(page, "#build-status")
+        check("build, error shown")
+    finally:
+        context.close()
+    assert not any(found.values()), {state: v for state, v in found.items() if v}

@@ -68,18 +68,26 @@ def test_decodes_share_one_budget_wait_then_refuse(monkeypatch):
             load_image(data)
         assert time.perf_counter() - started >= 0.3  # it waited its turn before giving up
     monkeypatch.setattr(images, "DECODE_WAIT_SECONDS", 10)
-    hold = threading.Event()
+    hold, waiting = threading.Event(), threading.Event()
+
+    class Watched(threading.Condition):  # the budget's condition, noting when a decode starts waiting on it
+        def wait(self, timeout=None):
+            waiting.set()
+            return super().wait(timeout)
+
+    budget._free = Watched()
 
     def occupy() -> None:
         with budget.reserve(other, wait=0):
             hold.set()
-            time.sleep(0.3)
+            assert waiting.wait(10)  # the other decode holds its bytes until this one waits for them
 
     thread = threading.Thread(target=occupy)
     thread.start()
     hold.wait()
     assert load_image(data).size == (1500, 1500)  # ran once the other decode finished
     thread.join()
+    assert waiting.is_set()  # it did wait for its turn
     assert budget.used == 0 and budget.peak <= budget.total
 
 

@@ -71,7 +71,7 @@ def connect(address: str | None) -> bool:
     """
     if ray.is_initialized():
         return False
-    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[2])]}  # the rag package (this is rag/ingest/ray/)
     if not address or address == LOCAL:
         start_local(include_dashboard=False, runtime_env=runtime_env)
     else:
