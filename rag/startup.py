@@ -7,6 +7,7 @@ that type, never from message text. Nothing here imports gradio.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +28,10 @@ from rag.errors import (
 )
 from rag.collection.hub import looks_like_repo_id, resolve_collection, snapshot_commit
 from rag.pipeline import Pipeline
+from rag.models.onnx_text import ShippedExport
 from rag.models.quantize import quantize_captioner, quantize_encoder
+from rag.search.batching import BatchingSearcher
+from rag.search.deferred import start_searcher
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +105,23 @@ def open_pipeline(
     status: Callable[[str], None] = log.info,
     name: str | None = None,
 ) -> Pipeline:
-    """Resolve and validate the collection, load its encoder and (optionally) the captioner; typed errors."""
+    """Resolve and validate the collection, load its encoder and (optionally) the captioner; typed errors.
+
+    Each stage's seconds are logged (``start-up stages:``, read by benchmarks/restart.py). A restart does no work
+    twice: the collection's shipped int8 text export is used when it matches (rag.models.onnx_text), and the scan
+    copy is built in the background while the encoder loads (rag.search.deferred).
+    """
     started = time.perf_counter()
+    stages = StageClock()
     if collection_dir is None:
         if not settings.collection:
             raise CollectionError("No collection configured: set the RAG_COLLECTION variable (a dataset repo id or folder).")
         status(f"loading collection {settings.collection}")
         collection_dir = resolve_collection(settings.collection, settings.revision, settings.hf_token)
     collection = Collection.open(collection_dir, verified_stamp_dir=settings.cache_dir / "verified")
+    stages.lap("collection")
+    searcher = BatchingSearcher(start_searcher(collection.index))  # a big scan copy builds in the background
+    stages.lap("scan copy started")
     thumbnail_cache(settings.cache_dir, int(settings.cache_max_gb * 1e9)).serve(collection.fingerprint)
     commit = snapshot_commit(collection_dir)
     if commit:
@@ -116,11 +129,16 @@ def open_pipeline(
                  settings.revision or "main")
     status(f"loading embedding model {collection.manifest.model_id}")
     encoder = load_encoder(collection, settings)
-    quantized = quantize_encoder(  # RAG_QUANTIZE, fidelity-checked
-        encoder, settings.quantize, towers=("text",), cache_dir=settings.cache_dir
+    stages.lap("encoder")
+    shipped = collection.text_export
+    quantized = quantize_encoder(  # RAG_QUANTIZE, fidelity-checked; the collection's own export when it matches
+        encoder, settings.quantize, towers=("text",), cache_dir=settings.cache_dir,
+        shipped=ShippedExport(*shipped) if shipped else None,
     )
+    stages.lap("text tower")
     captioner = load_captioner_for(settings, encoder, status) if with_captioner else None
-    return Pipeline(
+    stages.lap("captioner")
+    pipeline = Pipeline(
         collection=collection,
         encoder=encoder,
         cache_dir=settings.cache_dir,
@@ -132,7 +150,29 @@ def open_pipeline(
         load_seconds=time.perf_counter() - started,
         quantize=quantized.mode,
         quantize_engine=quantized.engine,
+        searcher=searcher,
     )
+    stages.lap("pipeline")
+    log.info("start-up stages: %s", stages.summary())
+    return pipeline
+
+
+class StageClock:
+    """Seconds spent in each named stage of the start-up, for the log and benchmarks/restart.py."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Close the current stage as ``name``."""
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+
+    def summary(self) -> str:
+        """``{"collection": 0.41, ...}`` as JSON (one line)."""
+        return json.dumps(self.seconds)
 
 
 def load_captioner_for(settings: Settings, encoder: Encoder, status: Callable[[str], None] = log.info) -> Captioner:
@@ -168,7 +208,9 @@ def load_pipeline(settings: Settings | None = None) -> tuple[Pipeline | StartupE
         log.error("start-up failed: %s", error, exc_info=not isinstance(exc, RagError))
         return error, None
     try:
+        started = time.perf_counter()
         pipeline = pipeline.with_captioner(load_captioner_for(settings, pipeline.encoder))
+        log.info("start-up stages: %s", json.dumps({"captioner": round(time.perf_counter() - started, 3)}))
     except Exception as exc:
         error = startup_error(exc if isinstance(exc, RagError) else CaptionerError(f"{type(exc).__name__}: {exc}"))
         log.error("%s", error, exc_info=not isinstance(exc, RagError))

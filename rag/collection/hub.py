@@ -9,10 +9,11 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from rag.collection.reader import ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, Manifest, verify_files
+from rag.collection.reader import (ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, TEXT_EXPORT_FILE,
+                                   Manifest, verify_files)
 from rag.errors import CollectionError
 
-COLLECTION_PATTERNS = [MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, ADAPTER_FILE, f"{DATA_DIR}/metadata-*.parquet"]
+COLLECTION_PATTERNS = [MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, ADAPTER_FILE, TEXT_EXPORT_FILE, f"{DATA_DIR}/metadata-*.parquet"]
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 

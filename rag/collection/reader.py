@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,11 +28,18 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 MAP_FILE = "map.parquet"  # optional 2-D layout (rag.explore.map_file); verified like the rest when listed
 ADAPTER_FILE = "adapter.safetensors"  # a tuned collection's embedding adapter (rag.finetune, rag.models.adapter)
+# the int8 ONNX text tower of an ``--quantize int8`` build (rag.models.onnx_text), and the manifest.build entry that
+# holds the export key it was made with. Optional: a missing or corrupt one is only not used (start-up re-exports).
+TEXT_EXPORT_FILE = "text-tower.int8.onnx"
+TEXT_EXPORT_KEY = "text_export"
+OPTIONAL_FILES = (TEXT_EXPORT_FILE,)
 CARD_FILE = "README.md"
 DATA_DIR = "data"
 ROW_GROUP_SIZE = 128
 BASE_COLUMNS = ("id", "image", "captions", "label", "source", "captions_generated")
 HASH_CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,6 +128,7 @@ class Collection:
         self._group_starts = np.array([g[0] for g in self._row_groups], dtype=np.int64)
         self._extra_columns = [c for c in table.column_names if c not in BASE_COLUMNS]
         self._can_reconstruct: bool | None = None
+        self.unusable: list[str] = []  # optional files listed but missing or corrupt (set by open)
 
     @classmethod
     def open(
@@ -135,10 +144,11 @@ class Collection:
         manifest = Manifest.read(directory / MANIFEST)
         check_listed_files(manifest)
         for relative in manifest.files:
-            if not (directory / relative).is_file():
+            if relative not in OPTIONAL_FILES and not (directory / relative).is_file():
                 raise CollectionError(f"The collection is missing {relative} (listed in {MANIFEST}).")
+        unusable = [rel for rel in OPTIONAL_FILES if rel in manifest.files and not (directory / rel).is_file()]
         if verify_checksums:
-            verify_files(directory, manifest, verified_stamp_dir)
+            unusable += verify_files(directory, manifest, verified_stamp_dir, optional=OPTIONAL_FILES)
         shards = [directory / rel for rel in sorted(manifest.files) if rel.startswith(f"{DATA_DIR}/")]
         found = data_files(directory)
         if [p.name for p in found] != [p.name for p in shards]:
@@ -165,7 +175,9 @@ class Collection:
                 f"Row counts disagree: index has {index.ntotal} vectors, metadata has {table.num_rows} rows, "
                 f"{MANIFEST} says {manifest.rows}."
             )
-        return cls(directory, manifest, index, table, shards)
+        collection = cls(directory, manifest, index, table, shards)
+        collection.unusable = sorted(set(unusable))
+        return collection
 
     @property
     def can_reconstruct(self) -> bool:
@@ -247,6 +259,15 @@ class Collection:
         return self.directory / ADAPTER_FILE if self.manifest.model.get("adapter") else None
 
     @property
+    def text_export(self) -> tuple[Path, dict[str, Any]] | None:
+        """The shipped int8 text tower (verified file, export key from the manifest), or None when there is none
+        usable: rag.models.onnx_text uses it when the key matches this process's."""
+        key = self.manifest.build.get(TEXT_EXPORT_KEY)
+        if TEXT_EXPORT_FILE not in self.manifest.files or TEXT_EXPORT_FILE in self.unusable or not isinstance(key, dict):
+            return None
+        return self.directory / TEXT_EXPORT_FILE, key
+
+    @property
     def fingerprint(self) -> str:
         """A short id of this collection's content (the index checksum), for cache folders."""
         return self.manifest.files.get(INDEX_FILE, "unknown")[:16]
@@ -271,7 +292,7 @@ def check_listed_files(manifest: Manifest) -> None:
         path = PurePosixPath(str(relative))
         if path.is_absolute() or ".." in path.parts or "\\" in str(relative) or ":" in str(relative):
             raise CollectionError(f"{MANIFEST} lists a path outside the collection: {str(relative)[:80]!r}.")
-        if relative not in (INDEX_FILE, MAP_FILE, ADAPTER_FILE) and not SHARD_NAME.match(str(relative)):
+        if relative not in (INDEX_FILE, MAP_FILE, ADAPTER_FILE, *OPTIONAL_FILES) and not SHARD_NAME.match(str(relative)):
             raise CollectionError(f"{MANIFEST} lists {str(relative)[:80]!r}, which is not a file of this format.")
         if not isinstance(digest, str) or not SHA256.match(digest):
             raise CollectionError(f"{MANIFEST} has no valid sha256 checksum for {relative}.")
@@ -281,28 +302,40 @@ def check_listed_files(manifest: Manifest) -> None:
         raise CollectionError(f"{MANIFEST} names an embedding adapter but does not list {ADAPTER_FILE} with its checksum.")
 
 
-def verify_files(directory: Path, manifest: Manifest, stamp_dir: Path | None = None) -> None:
-    """Check every listed file's sha256; a stamp (path, size, mtime) lets an unchanged collection skip rehashing."""
+def verify_files(directory: Path, manifest: Manifest, stamp_dir: Path | None = None,
+                 optional: tuple[str, ...] = ()) -> list[str]:
+    """Check every listed file's sha256; a stamp (path, size, mtime) lets an unchanged collection skip
+    rehashing. A bad file raises, except the ``optional`` ones: those that are missing or corrupt are logged and
+    returned."""
     stamp_path = None
-    state = {rel: _file_state(directory / rel) for rel in manifest.files}
+    present = [rel for rel in manifest.files if rel not in optional or (directory / rel).is_file()]
+    state = {rel: _file_state(directory / rel) for rel in present}
     if stamp_dir is not None:
         key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
         stamp_path = Path(stamp_dir) / f"{key}.json"
         try:
-            if json.loads(stamp_path.read_text()) == {"files": manifest.files, "state": state}:
-                return
-        except (OSError, ValueError):
+            stamp = json.loads(stamp_path.read_text())
+            if {k: stamp.get(k) for k in ("files", "state")} == {"files": manifest.files, "state": state}:
+                return list(stamp.get("unusable", []))
+        except (OSError, ValueError, AttributeError):
             pass
-    for relative, expected in manifest.files.items():
-        actual = sha256_file(directory / relative)
-        if actual != expected:
-            raise CollectionError(
-                f"{relative} does not match its checksum in {MANIFEST} (expected {expected[:12]}..., "
-                f"found {actual[:12]}...): the file is corrupt or was changed after the build."
-            )
+    unusable = [rel for rel in manifest.files if rel not in present]
+    for relative in present:
+        expected, actual = manifest.files[relative], sha256_file(directory / relative)
+        if actual == expected:
+            continue
+        if relative in optional:
+            log.warning("%s does not match its checksum in %s: it is not used", relative, MANIFEST)
+            unusable.append(relative)
+            continue
+        raise CollectionError(
+            f"{relative} does not match its checksum in {MANIFEST} (expected {expected[:12]}..., "
+            f"found {actual[:12]}...): the file is corrupt or was changed after the build."
+        )
     if stamp_path is not None:
         stamp_path.parent.mkdir(parents=True, exist_ok=True)
-        stamp_path.write_text(json.dumps({"files": manifest.files, "state": state}))
+        stamp_path.write_text(json.dumps({"files": manifest.files, "state": state, "unusable": unusable}))
+    return unusable
 
 
 def _file_state(path: Path) -> list[int]:

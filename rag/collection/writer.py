@@ -15,8 +15,8 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rag.collection.reader import (ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, ROW_GROUP_SIZE, Manifest,
-                                   data_files, sha256_file)
+from rag.collection.reader import (ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, ROW_GROUP_SIZE,
+                                   TEXT_EXPORT_FILE, Manifest, data_files, sha256_file)
 from rag.search.index import index_type_name, save_index
 
 
@@ -111,7 +111,7 @@ def seal_collection(directory: Path, index: Any, manifest: Manifest) -> Manifest
     save_index(index, directory / INDEX_FILE)
     manifest.index_type = index_type_name(index)
     names = [INDEX_FILE] + [f"{DATA_DIR}/{p.name}" for p in data_files(directory)]
-    names += [name for name in (MAP_FILE, ADAPTER_FILE) if (directory / name).is_file()]
+    names += [name for name in (MAP_FILE, ADAPTER_FILE, TEXT_EXPORT_FILE) if (directory / name).is_file()]
     manifest.files = {name: sha256_file(directory / name) for name in names}
     (directory / CARD_FILE).write_text(dataset_card(manifest), encoding="utf-8")
     (directory / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")

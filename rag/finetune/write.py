@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from rag.collection.reader import (ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, Collection,
-                                   Manifest, data_files, sha256_file)
+from rag.collection.reader import (ADAPTER_FILE, CARD_FILE, DATA_DIR, INDEX_FILE, MANIFEST, MAP_FILE, TEXT_EXPORT_FILE,
+                                   Collection, Manifest, data_files, sha256_file)
 from rag.collection.writer import dataset_card
 from rag.ingest.paths import check_output, mark, move_into_place, partial_dir
 from rag.models.adapter import ResidualAdapter, save_adapters
@@ -31,6 +31,9 @@ def _copy_rows(source: Collection, partial: Path) -> list[str]:
     for shard in data_files(source.directory):
         shutil.copyfile(shard, partial / DATA_DIR / shard.name)
         names.append(f"{DATA_DIR}/{shard.name}")
+    if TEXT_EXPORT_FILE in source.manifest.files:  # the base text tower's int8 export still applies under an adapter
+        shutil.copyfile(source.directory / TEXT_EXPORT_FILE, partial / TEXT_EXPORT_FILE)
+        names.append(TEXT_EXPORT_FILE)
     return names
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from rag.ingest.paths import check_output, move_into_place, partial_dir
 from rag.ingest.partial import BUILD_STATE, CHUNKS_DIR, Chunks, check_complete, open_partial
-from rag.collection.reader import MAP_FILE, Manifest
+from rag.collection.reader import MAP_FILE, TEXT_EXPORT_FILE, TEXT_EXPORT_KEY, Manifest
 from rag.collection.writer import seal_collection
 from rag.models.encoder import Encoder
 from rag.errors import CollectionError, InvalidInput, RagError
@@ -63,6 +63,9 @@ class BuildOptions:
     quantize: str = "none"  # the encoder conversion in effect (rag.models.quantize): recorded in the manifest
     map: bool = True  # compute the 2-D map (rag.explore.layout) once all vectors are in
     map_seed: int = 42
+    # the int8 ONNX text tower the build ran (file, export key; rag.models.onnx_text), shipped with the collection
+    # so that the Space's start-up need not export it again
+    text_export: tuple[Path, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -271,11 +274,23 @@ def _finish(source: Source, encoder: Encoder, options: BuildOptions, chunks: Chu
     _stop_if_asked(should_stop, partial)
     write_build_map(partial, lambda: vectors, options, manifest, should_stop)
     _stop_if_asked(should_stop, partial)  # a cancel during the map ended the layout early: keep nothing
+    ship_text_export(partial, options.text_export, manifest)
     seal_collection(partial, index, manifest)
     shutil.rmtree(partial / CHUNKS_DIR)
     (partial / BUILD_STATE).unlink()
     move_into_place(partial, out)
     return manifest
+
+
+def ship_text_export(partial: Path, export: tuple[Path, dict[str, Any]] | None, manifest: Manifest) -> None:
+    """Copy the build's int8 text tower export into the collection (sealed, so checksummed, with the rest) and
+    record its export key in ``manifest.build``; without one, make sure no stale export is left."""
+    (partial / TEXT_EXPORT_FILE).unlink(missing_ok=True)
+    if export is None:
+        return
+    path, key = export
+    shutil.copyfile(path, partial / TEXT_EXPORT_FILE)
+    manifest.build[TEXT_EXPORT_KEY] = dict(key)
 
 
 def write_build_map(partial: Path, vectors: Callable[[], np.ndarray], options: Any, manifest: Manifest,

@@ -237,9 +237,19 @@ def _build_local(args: argparse.Namespace, source, token: str | None):
     options = BuildOptions(index_factory=args.index_factory, batch_size=args.batch_size, workers=args.workers,
                            chunk_rows=args.chunk_rows, progress=not args.no_progress,
                            caption_missing=args.caption_missing, quantize=quantized, map=args.map,
-                           map_seed=args.map_seed)
+                           map_seed=args.map_seed, text_export=_text_export(encoder, quantized))
     return build_collection(source, args.out, encoder, options, resume=args.resume, captioner=captioner,
                             overwrite=args.overwrite)
+
+
+def _text_export(encoder, quantized: str) -> tuple[Path, dict] | None:
+    """The int8 ONNX text tower this build runs (its file and export key), which the collection then ships."""
+    from rag.models.quantize import fp32_probe, probe_entry
+
+    runner = getattr(encoder, "text_runner", None)
+    if quantized != "int8" or not getattr(runner, "key", None):
+        return None
+    return Path(runner.path), {**runner.key, "probe": probe_entry(fp32_probe(encoder, ("text",)))}
 
 
 def _build_ray(args: argparse.Namespace, source, token: str | None):

@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rag.collection.reader import ADAPTER_FILE, CARD_FILE, DATA_DIR, FORMAT_VERSION, INDEX_FILE, MANIFEST, MAP_FILE
+from rag.collection.reader import (ADAPTER_FILE, CARD_FILE, DATA_DIR, FORMAT_VERSION, INDEX_FILE, MANIFEST, MAP_FILE,
+                                   TEXT_EXPORT_FILE)
 from rag.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _is_collection_file(relative: str) -> bool:
-    return relative in (MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, ADAPTER_FILE, MARKER, DATA_DIR) or (
+    return relative in (MANIFEST, INDEX_FILE, CARD_FILE, MAP_FILE, ADAPTER_FILE, TEXT_EXPORT_FILE, MARKER, DATA_DIR) or (
         relative.startswith(f"{DATA_DIR}/metadata-") and relative.endswith(".parquet")
     )
 

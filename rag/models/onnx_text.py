@@ -5,6 +5,11 @@ dynamic int8 and ~12 ms with ONNX Runtime's dynamic int8. The export (TorchScrip
 quantisation take ~6 s once per model; the result is cached under ``<cache>/onnx/<key>/`` where the key
 hashes the weights, so a changed model is exported again and a restart with the same one loads in under a second. ``rag.models.quantize`` checks the runner against fp32 on
 probe texts before it is used, exactly as for the torch path.
+
+A Space's disk (and so that cache) is empty after a restart: an ``index_build.py --quantize int8`` collection
+ships its text export (``ShippedExport``: the file, checksummed in the manifest, and the ``export_key`` it was made
+with). It is used only when that key equals this process's (the libraries' versions and the weights' hash), else
+the reason is logged and the tower is exported as above.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -50,18 +56,57 @@ class TextTower(nn.Module):
         return getattr(out, "pooler_output", out)
 
 
-def weights_key(owner: nn.Module, tower: str = "text") -> str:
-    """A short hash of one tower's weights and the exporting libraries: the cache folder's name."""
-    import onnxruntime
+KEY_LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime")  # what the export's bytes depend on, with the weights
 
+
+def _version(package: str) -> str:
+    """An installed package's version without importing it ("" when missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return ""
+
+
+def export_key(owner: nn.Module, tower: str = "text") -> dict[str, str]:
+    """What an export of one tower depends on: the model class, the exporting libraries' versions and a hash of the
+    tower's weights (read in place, without a copy)."""
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{type(owner).__name__} {tower} torch {torch.__version__} ort {onnxruntime.__version__}".encode())
     for name, tensor in owner.state_dict().items():
         if ("vision" in name or "visual" in name) != (tower == "image"):
             continue
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return f"{tower}-{digest.hexdigest()}"
+        digest.update(memoryview(tensor.detach().cpu().contiguous().numpy()).cast("B"))
+    return {"tower": tower, "class": type(owner).__name__, **{lib: _version(lib) for lib in KEY_LIBRARIES},
+            "weights": digest.hexdigest()}
+
+
+def key_folder(key: Mapping[str, str]) -> str:
+    """The cache folder's name for an export key: ``<tower>-<hash of the key>``."""
+    text = " ".join(f"{name}={key[name]}" for name in sorted(key))
+    return f"{key['tower']}-{hashlib.blake2b(text.encode(), digest_size=12).hexdigest()}"
+
+
+def weights_key(owner: nn.Module, tower: str = "text") -> str:
+    """A short hash of one tower's weights and the exporting libraries: the cache folder's name."""
+    return key_folder(export_key(owner, tower))
+
+
+def key_mismatch(shipped: Mapping[str, Any], here: Mapping[str, str]) -> str:
+    """Why an export made under ``shipped`` cannot be used here ("" when it can): each differing entry."""
+    names = sorted(here)  # other entries (the fp32 probe vectors, rag.models.quantize) are not part of the key
+    diffs = [f"{name} {shipped.get(name) or 'none'} (export) vs {here.get(name) or 'none'} (here)"
+             for name in names if shipped.get(name) != here.get(name)]
+    return "; ".join(diffs)
+
+
+@dataclass(frozen=True)
+class ShippedExport:
+    """An int8 export published inside a collection: its verified file and the ``export_key`` it was made with."""
+
+    path: Path
+    key: Mapping[str, Any]
 
 
 class _QuietQuantizer(logging.Filter):
@@ -145,12 +190,19 @@ def export_int8(owner: nn.Module, sample: Mapping[str, torch.Tensor], folder: Pa
 class OnnxTextRunner:
     """Runs the exported int8 text tower on features from the SentenceTransformer's own ``preprocess``."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, key: Mapping[str, Any] | None = None) -> None:
         # one thread: a one-query forward gains nothing from a pool (measured 7.1 ms on 1 thread, 6.2 ms on 2
         # on 2 vCPU), and a pool's busy-waiting threads slowed the app's torch work (image queries, the
         # captioner) on the same cores by 1.8x
         self.session = cpu_session(path, threads)
         self.path = path
+        self.key = dict(key or {})  # the export key (export_key): what a collection built with it ships
+        self.shipped_entry: dict[str, Any] = {}  # the manifest's entry when the file is the collection's own export
+
+    @property
+    def shipped(self) -> bool:
+        """Whether this runs the collection's shipped export (no export was made here)."""
+        return bool(self.shipped_entry)
 
     def __call__(self, features: Mapping[str, Any]) -> np.ndarray:
         """Unnormalised embeddings for a batch of tokenised texts."""
@@ -158,8 +210,9 @@ class OnnxTextRunner:
         return self.session.run(None, feeds)[0]
 
 
-def int8_text_runner(text_model: Any, cache_dir: Path) -> OnnxTextRunner:
-    """The cached (or freshly exported) int8 runner for a SentenceTransformer's text tower.
+def int8_text_runner(text_model: Any, cache_dir: Path, shipped: ShippedExport | None = None) -> OnnxTextRunner:
+    """The int8 runner for a SentenceTransformer's text tower: the collection's ``shipped`` export when its key
+    matches this process's, else the cached (or freshly exported) one.
 
     Raises ``RuntimeError`` with the reason when this model or machine cannot take the path (no
     ``get_text_features``, onnxruntime missing, an export failure); the caller then stays on torch.
@@ -169,7 +222,19 @@ def int8_text_runner(text_model: Any, cache_dir: Path) -> OnnxTextRunner:
         raise RuntimeError(f"{type(text_model).__name__} has no CLIP-like text tower to export")
 
     def make() -> OnnxTextRunner:
-        folder = Path(cache_dir) / "onnx" / weights_key(owner)
-        return OnnxTextRunner(export_int8(owner, text_model.preprocess(["a photo of a dog"]), folder), threads=1)
+        key = export_key(owner)
+        if shipped is not None:
+            why = key_mismatch(shipped.key, key)
+            if not why:
+                log.info("int8 text tower: the collection's export (%s), no export needed", shipped.path.name)
+                runner = OnnxTextRunner(shipped.path, threads=1, key=key)
+                runner.shipped_entry = dict(shipped.key)
+                return runner
+            log.warning("int8 text tower: the collection's export is not used (%s); exporting it here", why)
+        folder = Path(cache_dir) / "onnx" / key_folder(key)
+        if not (folder / INT8_FILE).is_file():
+            log.info("int8 text tower: exporting to %s (once per model and library versions)", folder.name)
+        path = export_int8(owner, text_model.preprocess(["a photo of a dog"]), folder)
+        return OnnxTextRunner(path, threads=1, key=key)
 
     return exported_runner("text", make)

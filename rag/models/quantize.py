@@ -7,11 +7,15 @@ Runtime (the app's text tower; both towers of an ``--quantize int8`` build, rag.
 dynamic int8 as the fallback for models it cannot export; torchao 0.18's int8 configs were slower than fp32.
 
 Every conversion is checked: fixed probe texts (and images, for the image tower) are encoded before and
-after; below ``MIN_COSINE`` the next way is tried, then the fp32 modules are put back and the reason logged.
+after; below ``MIN_COSINE`` the next way is tried, then the fp32 modules are put back and the reason logged. A text
+export shipped with its collection is checked against the fp32 probe encodings shipped with it (``probe_entry``),
+valid since its key (weights hash, library versions) matched: a restart runs no fp32 forward pass.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ from torch import nn
 
 from rag.config import parse_quantize
 from rag.models.onnx_image import int8_image_runner
-from rag.models.onnx_text import int8_text_runner
+from rag.models.onnx_text import ShippedExport, int8_text_runner
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +154,59 @@ def _probe(encoder: Any, towers: Sequence[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def fp32_probe(encoder: Any, towers: Sequence[str]) -> np.ndarray:
+    """The probes encoded by the fp32 towers, whatever runners are attached (detached for the duration)."""
+    runners = encoder.text_runner, encoder.image_runner
+    encoder.text_runner = encoder.image_runner = None
+    try:
+        return _probe(encoder, towers)
+    finally:
+        encoder.text_runner, encoder.image_runner = runners
+
+
+def _probe_texts_id() -> str:
+    return hashlib.sha256("\n".join(PROBE_TEXTS).encode()).hexdigest()[:16]
+
+
+def probe_entry(vectors: np.ndarray) -> dict[str, Any]:
+    """The fp32 text probe vectors as a manifest entry, shipped with a text export: a start-up whose export key
+    matches checks the export against them instead of running the fp32 tower (the first torch forward pass:
+    2.5 s for ViT-B/32 on a 2 vCPU machine at load 10)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return {"texts": _probe_texts_id(), "shape": list(vectors.shape),
+            "float32": base64.b64encode(vectors.tobytes()).decode("ascii")}
+
+
+def shipped_reference(encoder: Any, towers: Sequence[str]) -> np.ndarray | None:
+    """The fp32 text probe vectors shipped with the export the encoder now runs (None if it runs no shipped export,
+    or the entry is for other probes): valid because the export's key, weights hash included, matched."""
+    entry = getattr(encoder.text_runner, "shipped_entry", None) or {}
+    probe = entry.get("probe")
+    if tuple(towers) != ("text",) or not isinstance(probe, dict) or probe.get("texts") != _probe_texts_id():
+        return None
+    try:
+        vectors = np.frombuffer(base64.b64decode(probe["float32"]), dtype=np.float32).reshape(probe["shape"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return vectors if vectors.shape[0] == len(PROBE_TEXTS) else None
+
+
 def fidelity(reference: np.ndarray, converted: np.ndarray) -> float:
     """Minimum cosine between matching rows of two sets of normalised vectors."""
     return float(np.min(np.sum(reference * converted, axis=1)))
 
 
-def _attach_onnx(encoder: Any, towers: tuple[str, ...], cache_dir: Path) -> Callable[[], None]:
-    """Route the encoder's towers through cached int8 ONNX Runtime exports (both or neither); returns the undo."""
+def _attach_onnx(encoder: Any, towers: tuple[str, ...], cache_dir: Path,
+                 shipped: ShippedExport | None = None) -> Callable[[], None]:
+    """Route the encoder's towers through int8 ONNX Runtime exports (both or neither; the text tower's from the
+    collection when ``shipped`` matches, else cached); returns the undo."""
 
     def undo() -> None:
         encoder.text_runner = encoder.image_runner = None
 
     try:
         if "text" in towers:
-            encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir)
+            encoder.text_runner = int8_text_runner(encoder.text_model, cache_dir, shipped)
         if "image" in towers:
             sample = lambda: encoder.preprocess_images(probe_images(2))  # noqa: E731
             encoder.image_runner = int8_image_runner(encoder.model, sample, cache_dir)
@@ -173,38 +216,46 @@ def _attach_onnx(encoder: Any, towers: tuple[str, ...], cache_dir: Path) -> Call
     return undo
 
 
-def _conversions(encoder: Any, towers: tuple[str, ...], mode: str, cache_dir: Path | None) -> list[tuple[str, Callable]]:
+def _conversions(encoder: Any, towers: tuple[str, ...], mode: str, cache_dir: Path | None,
+                 shipped: ShippedExport | None = None) -> list[tuple[str, Callable]]:
     """The ways to try, fastest first: ONNX Runtime for int8 (when a cache folder is given), then torch."""
     ways: list[tuple[str, Callable]] = []
     if mode == "int8" and cache_dir is not None:
-        ways.append(("onnxruntime", lambda: _attach_onnx(encoder, towers, cache_dir)))
+        ways.append(("onnxruntime", lambda: _attach_onnx(encoder, towers, cache_dir, shipped)))
     ways.append(("torch", lambda: swap_towers(encoder, towers, mode)))
     return ways
 
 
 def quantize_encoder(
     encoder: Any, requested: str | None, towers: Sequence[str] = ("text",), min_cosine: float = MIN_COSINE,
-    cache_dir: Path | None = None,
+    cache_dir: Path | None = None, shipped: ShippedExport | None = None,
 ) -> QuantizeResult:
     """Convert the encoder's towers as ``requested`` (resolved for its device), undone if probes drift below ``min_cosine``.
 
     With ``cache_dir``, int8 towers are first tried through ONNX Runtime (rag.models.onnx_text, rag.models.onnx_image:
-    exports cached there); if that cannot run here or is not faithful, torch's dynamic int8 is tried.
+    exports cached there; the text tower's ``shipped`` with the collection when it matches); if that cannot run here
+    or is not faithful, torch's dynamic int8 is tried.
     """
     requested = parse_quantize(requested)
     mode = resolve_mode(requested, encoder.device)
     towers = tuple(towers)
     if mode == "none":
         return QuantizeResult(requested, "none", reason="not requested" if requested == "none" else "no quantised path on this device")
-    reference = _probe(encoder, towers)
+    fp32: list[np.ndarray] = []  # the fp32 probes, computed once and only when needed
     reasons, cosine = [], None
-    for engine, convert in _conversions(encoder, towers, mode, cache_dir):
+    for engine, convert in _conversions(encoder, towers, mode, cache_dir, shipped):
+        if engine == "torch" and not fp32:
+            fp32.append(fp32_probe(encoder, towers))  # before the towers are swapped
         try:
             restore = convert()
         except (ValueError, RuntimeError) as exc:
             reasons.append(f"{engine}: {exc}")
             log.warning("%s %s quantisation skipped: %s", engine, mode, exc)
             continue
+        reference = shipped_reference(encoder, towers) if engine == "onnxruntime" else None
+        if reference is None:
+            fp32 = fp32 or [fp32_probe(encoder, towers)]
+            reference = fp32[0]
         cosine = fidelity(reference, _probe(encoder, towers))
         if cosine >= min_cosine:
             log.info("%s %s %s encoding (min cosine %.4f to fp32 on %d probes)", engine, mode, "+".join(towers),
