@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from rag.models.captioner import Captioner, captioner_label
+from rag.models.captioner import Candidate, Captioner, captioner_label
 from rag.collection.reader import Collection
 from rag.search.duplicates import MAX_DUPLICATE_ROWS, MAX_GROUPS, Duplicates, check_max_groups, find_duplicates
 from rag.search.duplicates import MIN_THRESHOLD as MIN_DUPLICATE_THRESHOLD
@@ -65,22 +65,20 @@ class Hit:
 
 @dataclass
 class Description:
-    """What describe() returns: the text, the neighbours used as context and the exact prompt/context."""
+    """What describe() returns: the text, the neighbours used as context, the exact prompt/context, the metadata
+    columns given as context, and (GIT) the candidates it ranked, best first."""
 
     text: str
     context: list[Hit]
     prompt: str
     captioner: str
     seconds: float = 0.0
+    context_columns: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "context": [h.to_dict() for h in self.context],
-            "prompt": self.prompt,
-            "captioner": self.captioner,
-            "seconds": round(self.seconds, 3),
-        }
+        """JSON-serialisable form (what /describe returns, with the UI's additions)."""
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def check_int(k: Any, low: int = 1, high: int = MAX_K, what: str = "k") -> int:
@@ -327,9 +325,11 @@ class Pipeline:
     # -- generation ----------------------------------------------------------------------------------
 
     def describe(
-        self, image: ImageInput, question: str | None = None, k: int = 5, exclude: Sequence[int] = ()
+        self, image: ImageInput, question: str | None = None, k: int = 5, exclude: Sequence[int] = (),
+        columns: Sequence[str] = (),
     ) -> Description:
-        """Describe an image with the captions of its k nearest neighbours as context (k=0: no retrieval)."""
+        """Describe an image with the captions of its k nearest neighbours as context (k=0: no retrieval), and
+        their values in the metadata ``columns`` (RAG_CONTEXT_COLUMNS) that this collection has."""
         if self.captioner is None:
             raise CaptionerError("No captioner is loaded in this Space (see RAG_CAPTIONER).")
         k = check_int(k, 0, MAX_CONTEXT_K, "context size k")
@@ -345,13 +345,11 @@ class Pipeline:
         context: list[Hit] = []
         if k > 0:
             context = self.search_vectors(self.encoder.encode_images([picture]), k, exclude=exclude)[0]
-        result = self.captioner.write_description(picture, context, question)
+        present = [c for c in columns if c in self.collection.extra_columns]
+        result = self.captioner.write_description(picture, context, question, columns=present)
         return Description(
-            text=result.text,
-            context=context,
-            prompt=result.prompt,
-            captioner=captioner_label(self.captioner),
-            seconds=time.perf_counter() - started,
+            text=result.text, context=context, prompt=result.prompt, captioner=captioner_label(self.captioner),
+            seconds=time.perf_counter() - started, context_columns=present, candidates=list(result.candidates),
         )
 
     # -- map (Explore) -------------------------------------------------------------------------------

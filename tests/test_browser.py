@@ -25,6 +25,33 @@ CHROMIUM_ARGS = [
 ]
 LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:")
 
+
+DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
+
+
+def open_page(browser, url: str, viewport: dict = DESKTOP, touch: bool = False):  # noqa: F811
+    """A fresh browser context on the app (nothing outside this machine reachable), once its first tab shows."""
+    context = browser.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
+    new = context.new_page()
+    new.route("**/*", lambda route: route.continue_() if route.request.url.startswith(LOCAL) else route.abort())
+    new.set_default_timeout(60_000)
+    new.goto(url)
+    new.get_by_role("tab", name="Text → image").wait_for()
+    return context, new
+
+
+def serve_shapes(root, clip_dir: str, n: int):
+    """The app over a shapes collection of ``n`` images built with ``clip_dir``, without a captioner: (demo, url)."""
+    from testkit.shapes import build_shapes, write_shape_folder
+
+    from rag.config import Settings
+    from rag.startup import open_pipeline
+    from test_app import launch_app
+
+    collection = build_shapes(write_shape_folder(root / "images", n=n), root / "collection", clip_dir)
+    pipeline = open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection, with_captioner=False)
+    return launch_app(pipeline)
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
@@ -112,7 +139,7 @@ def test_search_select_and_describe_in_the_browser(page, served, tmp_path):
     page.get_by_role("tab", name="Text → image").click()
     page.locator("#query textarea").fill("   ")
     page.locator("#search-text-button").click()
-    page.locator("[data-testid=toast-text]").get_by_text("Type a text query: it is empty.").wait_for()
+    page.locator("#text-status").get_by_text("Type a text query: it is empty.").wait_for()
     page.locator("#query textarea").fill("blue square")
     page.locator("#search-text-button").click()
     page.locator("#text-gallery").get_by_text("blue").first.wait_for()
@@ -132,6 +159,6 @@ def test_page_explains_a_startup_error(page):
         assert "The Space could not start" in banner.inner_text()
         page.locator("#query textarea").fill("red circle")
         page.locator("#search-text-button").click()
-        page.locator("[data-testid=toast-text]").get_by_text("Could not load the collection: nope.").wait_for()
+        page.locator("#text-status").get_by_text("Could not load the collection: nope.").wait_for()
     finally:
         demo.close()

@@ -11,6 +11,7 @@ from rag.ingest.builder import BuildCancelled, BuildOptions, build_collection
 from rag.ingest.open_source import SourceSpec, open_source
 from rag.models.encoder import Encoder
 from testkit.shapes import write_shape_folder
+from test_sessions import settings, space  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,27 @@ def test_cancel_between_batches_stops_encoding(shapes_folder, tiny_clip_dir, tmp
         build_collection(source, tmp_path / "c", Encoder(tiny_clip_dir), BuildOptions(progress=False, batch_size=8),
                          should_stop=should_stop)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_cancel_after_the_last_check_still_reads_as_a_cancel(space, settings, tmp_path, monkeypatch):
+    """Cancel pressed while the build seals its collection (after the map's last check): the session discards it
+    and the visitor reads "Build cancelled; nothing was kept.", not that their session ended."""
+    from rag.space import session_build
+    from rag.space.session_build import BuildRequest, run_session_build
+    from rag.space.sessions import SessionRegistry
+    from test_sessions import photos_zip
+
+    registry = SessionRegistry(space, tmp_path / "sessions")
+    real_build = session_build.build_collection
+
+    def build_then_cancel(*args, **kwargs):
+        manifest = real_build(*args, **kwargs)
+        assert registry.cancel("zoe")  # the visitor presses Cancel as the collection is sealed
+        return manifest
+
+    monkeypatch.setattr(session_build, "build_collection", build_then_cancel)
+    result = run_session_build(registry, "zoe", BuildRequest(archive=str(photos_zip(tmp_path, 4))), settings)
+    assert result["ok"] is False and result["cancelled"] is True
+    assert result["error"] == "Build cancelled; nothing was kept."
+    assert registry.pipeline_for("zoe") is space and registry.progress("zoe") is None
+    assert not any((tmp_path / "sessions").rglob("index.faiss")), "the cancelled collection was kept"

@@ -10,41 +10,25 @@ import os
 import re
 
 import pytest
-from test_app import launch_app
 from test_browser import CHROMIUM, CHROMIUM_ARGS, LOCAL  # noqa: F401 - same browser set-up
 from test_browser import browser  # noqa: F401 - fixture
-from testkit.shapes import build_shapes, write_shape_folder
+from test_browser import DESKTOP, PHONE, open_page, serve_shapes
 
-from rag.config import Settings
-from rag.startup import open_pipeline
 from ui.errors import SERVER_PATH
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
 ]
-DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
-TABS = ["Text → image", "Image → image", "Search", "Describe", "Duplicates", "Build your own", "Explore"]
+TABS = ["Text → image", "Image → image", "Advanced search", "Describe", "Duplicates", "Build your own", "Explore"]
 
 
 @pytest.fixture(scope="module")
 def served(tiny_clip_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("page-truth")
-    collection = build_shapes(write_shape_folder(root / "images", n=24), root / "collection", tiny_clip_dir)
-    pipeline = open_pipeline(Settings(cache_dir=root / "cache"), collection_dir=collection, with_captioner=False)
-    demo, url = launch_app(pipeline)
+    demo, url = serve_shapes(tmp_path_factory.mktemp("page-truth"), tiny_clip_dir, n=24)
     yield url
     demo.close()
 
-
-def open_page(browser, url: str, viewport: dict):  # noqa: F811
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(LOCAL) else route.abort())
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.get_by_role("tab", name="Text → image").wait_for()
-    return context, page
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
@@ -83,7 +67,7 @@ def test_no_server_path_or_jargon_in_the_visible_text(browser, served):  # noqa:
 
 def test_an_empty_search_says_why_and_load_more_only_when_there_is_more(browser, served, tmp_path):  # noqa: F811
     context, page = open_page(browser, served, DESKTOP)
-    page.get_by_role("tab", name="Search", exact=True).click()
+    page.get_by_role("tab", name="Advanced search", exact=True).click()
     more = page.locator("#search-load-more")
     assert more.is_disabled()  # nothing searched yet
     threshold = page.locator("#search-threshold input[type=number]")
@@ -91,7 +75,7 @@ def test_an_empty_search_says_why_and_load_more_only_when_there_is_more(browser,
     threshold.press("Enter")
     page.locator("#search-query textarea").fill("red circle")
     page.locator("#search-button").click()
-    page.locator("#search-status").get_by_text("No image scores above 0.99 — lower the threshold.").wait_for()
+    page.locator("#search-status").get_by_text("No image scores above 0.99 — lower the minimum similarity.").wait_for()
     assert more.is_disabled()
     page.screenshot(path=str(tmp_path / "search-empty.png"))
     threshold.fill("0")

@@ -132,7 +132,7 @@ def test_one_build_at_a_time_and_the_second_sees_its_place(registry, settings, t
                                      settings, second_progress)
     first.join(60)
     assert results["a"]["ok"] and results["b"]["ok"]
-    assert waits and waits[0].startswith("Waiting for 1 build(s) ahead of yours")
+    assert waits and waits[0].startswith("Waiting: 1 build ahead of yours")
 
 
 def test_limits_are_checked_with_clear_messages(registry, settings, tmp_path):
@@ -182,14 +182,21 @@ def test_a_dataset_build_reads_only_the_limit(registry, space, settings, tmp_pat
 
 
 def test_the_sweeper_thread_removes_expired_sessions(space, settings, tmp_path):
-    import time
+    import threading
 
     registry = SessionRegistry(space, tmp_path / "swept", ttl=0.5)
     run_session_build(registry, "erin", BuildRequest(archive=str(photos_zip(tmp_path, 3))), settings)
-    folder = registry.state("erin").folder
+    state = registry.state("erin")
+    removed, real_sweep = threading.Event(), registry.sweep
+
+    def sweep_and_tell() -> list[str]:
+        keys = real_sweep()
+        if state.key in keys:
+            removed.set()
+        return keys
+
+    registry.sweep = sweep_and_tell  # the sweeper thread calls it every 0.1 s; the session expires after 0.5 s
     registry.start_sweeper(interval=0.1)
-    deadline = time.monotonic() + 10
-    while folder.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert removed.wait(30), "the sweeper never removed the expired session"
     registry.close()
-    assert not folder.exists() and len(registry) == 0
+    assert not state.folder.exists() and len(registry) == 0

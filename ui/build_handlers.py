@@ -21,15 +21,17 @@ from rag.errors import InvalidInput
 from rag.space.publish import (NotAllowed, duplicate_space, is_owner, keep_copy, publish_collection, require_token,
                          serve_collection)
 from rag.space.session_build import BuildProgress, BuildRequest, run_session_build
-from rag.space.sessions import SessionRegistry
+from rag.space.sessions import BuildLineFull, BuildRefused, SessionRegistry
 
 from .context import client_of, own_session, through_mcp
-from .errors import scrub_result
+from .errors import scrub_paths, scrub_result
 from .uploads import UploadJanitor
 
 log = logging.getLogger("ui.build")
 DEFAULT_DATASET_NAME = "my-rag-collection"
 DEFAULT_SPACE_NAME = "my-rag-space"
+MAX_FAILURES = 256
+NOTHING_RUNNING = "Nothing is running: there is no build to cancel."
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -63,6 +65,7 @@ class BuildHandlers:
     def __init__(self, registry: SessionRegistry, settings: Settings, uploads: UploadJanitor | None = None) -> None:
         self.registry, self.settings, self.uploads = registry, settings, uploads
         self._serving = threading.Lock()  # one owner swap at a time (the event itself has no concurrency limit)
+        self.failures: dict[str, str] = {}  # session -> why its last /build raised, for the status line (popped)
 
     def build(self, archive: str | None = None, dataset: str = "", split: str = "train", image_column: str = "",
               caption_column: str = "", label_column: str = "", label_from_folder: bool = False, limit: float = 0,
@@ -83,19 +86,59 @@ class BuildHandlers:
         )
         session = session_of(request)
         uploads = self.uploads or UploadJanitor(grace=self.settings.upload_grace)
-        with uploads.claim(build_request.archive) as claim:  # kept while in line, deleted once used
+        with uploads.claim(build_request.archive) as claim:  # kept while in line, deleted once its build ends
             if build_request.archive and not Path(build_request.archive).is_file():
-                raise InvalidInput(f"The uploaded archive is gone: uploads no build uses within "
-                                   f"{self.settings.upload_grace // 60} minutes are deleted. Upload it again.")
-            # The visitor's own token reads their gated/private datasets; the Space's HF_TOKEN is never lent out.
-            result = run_session_build(self.registry, session, build_request, self.settings, report, _token(token),
-                                       client=client_of(request))
+                gone = InvalidInput(f"The uploaded archive is gone: uploads no build uses within "
+                                    f"{self.settings.upload_grace // 60} minutes are deleted. Upload it again.")
+                self._remember_failure(session, gone)
+                raise gone
+            try:  # the visitor's own token reads their gated/private datasets; the Space's HF_TOKEN is never lent
+                result = run_session_build(self.registry, session, build_request, self.settings, report,
+                                           _token(token), client=client_of(request))
+            except (BuildRefused, BuildLineFull) as exc:  # refused before any work: the upload waits for a retry
+                self._remember_failure(session, exc)
+                raise
+            except Exception as exc:
+                claim.used = True  # the build ran and failed: its upload goes now, as after a success or Cancel
+                self._remember_failure(session, exc)
+                raise
             claim.used = True
         return scrub_result(result)
 
     def cancel_build(self, request: gr.Request) -> dict:
-        """Stop this session's build between two batches (nothing of it is kept)."""
-        return {"ok": True, "cancelling": self.registry.cancel(session_of(request))}
+        """Stop this session's build at its next check (nothing of it is kept); says so when none runs."""
+        cancelling = self.registry.cancel(session_of(request))
+        message = "Cancelling… nothing of this build will be kept." if cancelling else NOTHING_RUNNING
+        return {"ok": True, "cancelling": cancelling, "message": message}
+
+    def build_status(self, request: gr.Request) -> Any:
+        """The running build's progress line for the page (place in line, images/s, time left); no change if none."""
+        line = self.registry.progress(own_session(request) or "")
+        return gr.update() if line is None else f"⏳ {line}"
+
+    def _remember_failure(self, session: str, exc: BaseException) -> None:
+        """Keep why the build raised for the page's status line (the newest MAX_FAILURES: API callers never ask)."""
+        self.failures.pop(session, None)
+        self.failures[session] = scrub_paths(str(exc))
+        while len(self.failures) > MAX_FAILURES:
+            self.failures.pop(next(iter(self.failures)))
+
+    def last_failure(self, request: gr.Request) -> str | None:
+        """Why this session's last /build raised (once; None when it did not)."""
+        return self.failures.pop(own_session(request) or "", None)
+
+    def may_publish(self, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[bool, str]:
+        """Whether Publish can work for this visitor now, and the hint to show when it cannot."""
+        if profile is None:
+            return False, "Sign in with Hugging Face to publish."
+        state = self.registry.state(own_session(request) or "")
+        if state is None or state.collection_dir is None:
+            return False, "Build a collection above first; then you can publish it."
+        return True, ""
+
+    def is_owner(self, profile: gr.OAuthProfile | None) -> bool:
+        """The signed-in visitor may change what this Space serves (the check /serve_collection makes)."""
+        return is_owner(profile.username if profile is not None else None, self.settings)
 
     def use_space_collection(self, use_space: bool, request: gr.Request) -> dict:
         """True: this session searches the Space's collection again; False: back to the one it built."""

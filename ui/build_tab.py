@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,11 @@ import gradio as gr
 
 from rag.config import Settings
 from rag.pipeline import Pipeline
+from rag.space.session_build import CANCELLED
 from rag.space.sessions import SessionRegistry, clear_orphans
 
 from .build_handlers import BuildHandlers
+from .build_help import built_line, skipped_line, what_is_kept, what_to_upload
 from .finetune_handlers import finetune_section
 from .components import SESSION_API, not_an_mcp_tool
 from .context import AppContext
@@ -26,7 +28,7 @@ from .uploads import UploadJanitor
 
 ARCHIVE_TYPES = [".zip", ".tar", ".gz", ".tgz"]
 PREVIEW_ROWS = 24
-BUILDING = "⏳ **Building…** the progress shows below."
+BUILDING = "⏳ Starting your build…"
 # Builds never wait in Gradio's queue, whose slots searches need: the event has no concurrency limit, so each
 # /build starts at once and either takes a place in rag.space.sessions' bounded line (RAG_BUILD_LINE_MAX places,
 # RAG_BUILD_PER_CLIENT per address, one per session; one encodes, the others see their place) or is refused
@@ -108,20 +110,24 @@ def collection_switch(ctx: AppContext) -> gr.Checkbox | None:
     return switch
 
 
-def _preview(result: dict | None, registry: SessionRegistry, request: gr.Request) -> tuple[Any, Any, Any]:
+def _preview(result: dict | None, registry: SessionRegistry, request: gr.Request,
+             failure: str | None = None) -> tuple[Any, Any, Any]:
     """After /build: a status line, the first thumbnails of the new collection, and the switch set to it."""
     result = result or {}
     if not result.get("ok"):
-        note = "Build cancelled." if result.get("cancelled") else f"⚠️ {result.get('error', 'The build failed.')}"
-        return note, gr.update(), gr.update()
+        if result.get("cancelled"):
+            return f"{CANCELLED} {skipped_note(result)}".strip(), gr.update(), gr.update()
+        return f"⚠️ {result.get('error') or failure or 'The build failed.'}", gr.update(), gr.update()
     pipeline = registry.pipeline_for(request.session_hash)
     rows = min(PREVIEW_ROWS, len(pipeline.collection))
     items = [(str(pipeline.collection.thumbnail_path(i, pipeline.cache_dir)), (pipeline.collection.rows([i])[0]
               ["captions"] or [""])[0][:80]) for i in range(rows)]
-    status = (f"✅ **{result['rows']} images** indexed in {result['seconds']} s "
-              f"({result['images_per_second']} images/s), {len(result['skipped'])} skipped. "
-              "Every tab now searches **your collection** (only in this browser tab).")
-    return status, items, gr.update(value=False, visible=True)
+    return built_line(result), items, gr.update(value=False, visible=True)
+
+
+def skipped_note(result: dict) -> str:
+    """After a cancelled build: the files skipped before it stopped, if any."""
+    return f"({skipped_line(result['skipped'])}.)" if result.get("skipped") else ""
 
 
 def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> Any:
@@ -129,85 +135,143 @@ def build_tab(ctx: AppContext, switch: gr.Checkbox | None = None) -> Any:
     Returns the event that shows a finished build (page.py refreshes the "Searching:" line after it), or None."""
     if ctx.sessions is None:
         return None
-    registry, settings = ctx.sessions, ctx.build_settings
-    handlers = BuildHandlers(registry, settings, ctx.uploads)
+    settings = ctx.build_settings
+    handlers = BuildHandlers(ctx.sessions, settings, ctx.uploads)
     with gr.Tab("Build your own", id="build"):
-        gr.Markdown(
-            f"Index **your own images** with this Space's embedding model. Upload a `.zip` / `.tar` / `.tar.gz` "
-            f"(folders can be labels; a `captions.csv` or `captions.jsonl` at its root gives captions) or name a "
-            f"Hub dataset. Up to {settings.build_max_images:,} images and {settings.build_max_mb} MB; your collection "
-            f"is only yours, and is deleted when you close the tab or after {settings.session_ttl // 60} minutes."
-        )
+        gr.Markdown("Index **your own images** with this Space's embedding model, then search them in every tab.")
         with gr.Row(equal_height=False):
             with gr.Column():
                 archive = gr.File(label="Archive of images (.zip, .tar, .tar.gz)", file_types=ARCHIVE_TYPES,
                                   type="filepath", elem_id="build-archive")
                 label_from_folder = gr.Checkbox(label="Folder names are labels", value=False)
             with gr.Column():
-                dataset = gr.Textbox(value="", label="…or a Hub dataset (user/name)", placeholder="nlphuji/flickr30k")
-                with gr.Row():
-                    split = gr.Textbox(label="split", value="train")
-                    limit = gr.Number(label=f"limit (0 = {settings.build_max_images})", value=0, precision=0)
-                with gr.Row():
-                    image_column = gr.Textbox(value="", label="image column", placeholder="detect")
-                    caption_column = gr.Textbox(value="", label="caption column", placeholder="detect")
-                    label_column = gr.Textbox(value="", label="label column", placeholder="none")
+                gr.Markdown(what_to_upload(settings), elem_id="build-help")
+        dataset, split, image_column, caption_column, label_column, limit = _dataset_form(settings)
         with gr.Row():
             build_button = gr.Button("Build", variant="primary", elem_id="build-button")
-            cancel_button = gr.Button("Cancel", variant="stop", elem_id="build-cancel")
+            cancel_button = gr.Button("Cancel", variant="stop", elem_id="build-cancel", interactive=False)
         status = gr.Markdown("", elem_id="build-status")
         gallery = gr.Gallery(label="Your collection (first images)", columns=6, height="auto",
                              object_fit="contain", allow_preview=False, elem_id="build-gallery")
         with gr.Accordion("Build result as JSON (what /build returns)", open=False):
             result = gr.JSON(label="result")
-        inputs = [archive, dataset, split, image_column, caption_column, label_column, label_from_folder, limit]
-        # Clear the old status and lock Build while one runs; the progress (place in line, images/s, time left)
-        # shows on the status line and the gallery, not only in the collapsed JSON.
-        starting = build_button.click(lambda: (BUILDING, None, gr.update(interactive=False)), None,
-                                      [status, result, build_button], api_visibility="private", queue=False)
-        build_event = starting.then(
-            not_an_mcp_tool(ctx.guard(handlers.build)), inputs, [result], api_name="build", api_visibility=NOT_FOR_MCP,
-            show_progress_on=[status, gallery], **BUILD_LIMITS,
-        )
-        preview_outputs = [status, gallery, switch if switch is not None else gr.State(), build_button]
-        def preview(built: dict | None, request: gr.Request) -> tuple[Any, ...]:
-            return (*_preview(built, registry, request), gr.update(interactive=True))
-
-        shown = build_event.then(preview, [result], preview_outputs, api_visibility="private", queue=False)
-        cancel_button.click(not_an_mcp_tool(ctx.guard(handlers.cancel_build)), None, [gr.JSON(visible=False)],
-                            api_name="cancel_build", queue=False, api_visibility=NOT_FOR_MCP)
+        gr.Markdown(what_is_kept(settings), elem_id="build-privacy")
         finetune_section(ctx, switch)  # "Tune on my captions" (/finetune): after a build with captions
-        _keep_section(ctx, handlers)
-        _owner_section(ctx, handlers)
+        publish = _keep_section(ctx, handlers)
+        owner = _owner_section(ctx, handlers)
+        inputs = [archive, dataset, split, image_column, caption_column, label_column, label_from_folder, limit]
+        page = BuildPage(archive, status, gallery, result, build_button, cancel_button, switch, publish)
+        shown = _wire_build(ctx, handlers, page, inputs)
+        _wire_cancel(ctx, handlers, cancel_button, status)
+
+        def on_load(request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, ...]:
+            return gr.update(visible=handlers.is_owner(profile)), *_publish_state(handlers, request, profile)
+
+        gr.on(None, on_load, None, [owner, *publish], api_visibility="private", queue=False)  # on page load
     return shown
 
 
-def _keep_section(ctx: AppContext, handlers: BuildHandlers) -> None:
-    """Sign in, publish to your dataset repo, create your own Space."""
+@dataclass
+class BuildPage:
+    """The Build tab's components that a build changes."""
+
+    archive: gr.File
+    status: gr.Markdown
+    gallery: gr.Gallery
+    result: gr.JSON
+    build_button: gr.Button
+    cancel_button: gr.Button
+    switch: gr.Checkbox | None
+    publish: list[Any]
+
+
+def _wire_build(ctx: AppContext, handlers: BuildHandlers, page: BuildPage, inputs: list[Any]) -> Any:
+    """Build: clear the old status and lock Build while one runs; a timer polls the session's progress line (place
+    in line, then images/s and time left) onto the status line; Gradio's progress bar sits on the gallery."""
+    ticker = gr.Timer(1.0, active=False)
+    ticker.tick(handlers.build_status, None, [page.status], queue=False, show_progress="hidden",
+                api_visibility="private")
+    starting = page.build_button.click(
+        lambda: (BUILDING, None, gr.update(interactive=False), gr.update(interactive=True), gr.Timer(active=True)),
+        None, [page.status, page.result, page.build_button, page.cancel_button, ticker],
+        api_visibility="private", queue=False)
+    build_event = starting.then(
+        not_an_mcp_tool(ctx.guard(handlers.build)), inputs, [page.result], api_name="build",
+        api_visibility=NOT_FOR_MCP, show_progress_on=[page.gallery], **BUILD_LIMITS)
+    outputs = [page.status, page.gallery, page.switch if page.switch is not None else gr.State(), page.archive,
+               page.build_button, page.cancel_button, ticker, *page.publish]
+
+    def preview(built: dict | None, upload: str | None, request: gr.Request,
+                profile: gr.OAuthProfile | None) -> tuple[Any, ...]:
+        shown = _preview(built, handlers.registry, request, handlers.last_failure(request))
+        gone = bool(upload) and not Path(upload).is_file()  # its build ended, and the upload with it
+        return (*shown, gr.update(value=None) if gone else gr.update(), gr.update(interactive=True),
+                gr.update(interactive=False), gr.Timer(active=False), *_publish_state(handlers, request, profile))
+
+    return build_event.then(preview, [page.result, page.archive], outputs, api_visibility="private", queue=False)
+
+
+def _wire_cancel(ctx: AppContext, handlers: BuildHandlers, button: gr.Button, status: gr.Markdown) -> None:
+    """Cancel (enabled only while a build runs) and what it answers, on the status line."""
+    answer = gr.JSON(visible=False)
+    button.click(not_an_mcp_tool(ctx.guard(handlers.cancel_build)), None, [answer], api_name="cancel_build",
+                 queue=False, api_visibility=NOT_FOR_MCP).success(
+        lambda said: f"⏳ {said['message']}" if said.get("cancelling") else said["message"], [answer], [status],
+        api_visibility="private", queue=False)
+
+
+def _dataset_form(settings: Settings) -> list[Any]:
+    """The six fields of a Hub dataset build, folded away: most visitors upload an archive."""
+    with gr.Accordion("…or from a Hub dataset", open=False, elem_id="build-dataset"):
+        dataset = gr.Textbox(value="", label="Hub dataset (user/name)", placeholder="nlphuji/flickr30k")
+        with gr.Row():
+            split = gr.Textbox(label="split", value="train")
+            limit = gr.Number(label=f"limit (0 = {settings.build_max_images})", value=0, precision=0)
+        with gr.Row():
+            image_column = gr.Textbox(value="", label="image column", placeholder="detect")
+            caption_column = gr.Textbox(value="", label="caption column", placeholder="detect")
+            label_column = gr.Textbox(value="", label="label column", placeholder="none")
+    return [dataset, split, image_column, caption_column, label_column, limit]
+
+
+def _publish_state(handlers: BuildHandlers, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[Any, ...]:
+    """Publish and Create my own Space: enabled once signed in with a collection built, else a hint says why."""
+    ready, hint = handlers.may_publish(request, profile)
+    button = gr.update(interactive=ready)
+    return button, button, gr.update(value=f"_{hint}_" if hint else "", visible=bool(hint))
+
+
+def _keep_section(ctx: AppContext, handlers: BuildHandlers) -> list[Any]:
+    """Sign in, publish to your dataset repo, create your own Space; returns the two buttons and their hint."""
     with gr.Accordion("Keep it: publish and get your own Space", open=False):
         gr.Markdown(SIGN_IN_NOTE)
         if sign_in_available():
             gr.LoginButton()
         else:
             gr.Markdown("_Sign-in appears when this app runs as a Hugging Face Space._")
+        hint = gr.Markdown("_Sign in with Hugging Face to publish._", elem_id="publish-hint")
         with gr.Row():
             repo_id = gr.Textbox(value="", label="dataset repo", placeholder="your-name/my-rag-collection")
             private = gr.Checkbox(label="private", value=True)
-            publish_button = gr.Button("Publish my collection", elem_id="publish-button")
+            publish_button = gr.Button("Publish my collection", elem_id="publish-button", interactive=False)
         with gr.Row():
             space_id = gr.Textbox(value="", label="your new Space", placeholder="your-name/my-rag-space")
             space_private = gr.Checkbox(label="private", value=True)
-            space_button = gr.Button("Create my own Space", elem_id="create-space-button")
+            space_button = gr.Button("Create my own Space", elem_id="create-space-button", interactive=False)
         keep_result = gr.JSON(label="result", elem_id="keep-result")
         publish_button.click(not_an_mcp_tool(ctx.guard(handlers.publish)), [repo_id, private], [keep_result], api_name="publish",
                              api_visibility=NOT_FOR_MCP)
         space_button.click(not_an_mcp_tool(ctx.guard(handlers.create_space)), [space_id, space_private], [keep_result],
                            api_name="create_space", api_visibility=NOT_FOR_MCP)
+    return [publish_button, space_button, hint]
 
 
-def _owner_section(ctx: AppContext, handlers: BuildHandlers) -> None:
-    """The Space owner's swap: serve a collection to everyone, and write it to the Space's variables."""
-    with gr.Accordion("Owner: change what this Space serves", open=False):
+def _owner_section(ctx: AppContext, handlers: BuildHandlers) -> gr.Accordion:
+    """The Space owner's swap: serve a collection to everyone, and write it to the Space's variables. Shown only
+    to a visitor signed in as the owner (is_owner, the check /serve_collection makes); without sign-in (a local
+    run) nobody passes it, so nobody sees it; the endpoint itself stays and refuses everyone else."""
+    with gr.Accordion("Owner: change what this Space serves", open=False, visible=False,
+                      elem_id="owner-section") as section:
         gr.Markdown("Only the Space's author (or a user listed in `RAG_ADMINS`), signed in. Leave the collection "
                     "empty to serve the one you built in this session.")
         with gr.Row():
@@ -217,6 +281,7 @@ def _owner_section(ctx: AppContext, handlers: BuildHandlers) -> None:
         serve_result = gr.JSON(label="result")
         serve_button.click(not_an_mcp_tool(ctx.guard(handlers.serve_collection)), [collection, revision], [serve_result],
                            api_name="serve_collection", api_visibility=NOT_FOR_MCP, **SERVE_LIMITS)
+    return section
 
 
 def attach_session_end(demo: gr.Blocks, ctx: AppContext) -> None:

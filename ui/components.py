@@ -26,7 +26,7 @@ def not_an_mcp_tool(fn: Any) -> Any:
     fn._mcp_type = "session"
     return fn
 NO_SELECTION = (
-    "*Each result shows its cosine similarity to the query · its first caption. "
+    "*Each result shows its similarity to the query (1 = the closest possible) · its first caption. "
     "Select one to see all its captions, label and metadata.*"
 )
 
@@ -130,8 +130,9 @@ def image_input(**kwargs: Any) -> gr.Image:
             return str(payload.path)
         try:
             return original(payload)
-        except Exception as exc:  # noqa: BLE001 - Gradio's decoders raise anything
-            raise gr.Error(f"This file could not be read as an image ({type(exc).__name__}).", print_exception=False)
+        except Exception:  # noqa: BLE001 - Gradio's decoders raise anything
+            raise gr.Error("This file could not be read as an image: it is not a JPEG, PNG, WebP, GIF or other "
+                           "picture file.", print_exception=False) from None
 
     image.preprocess = preprocess
     return image
@@ -155,6 +156,7 @@ class ResultsPanel:
     row_id: gr.Number
     more: gr.Button
     status: gr.Markdown
+    load_more: gr.Button | None = None
 
     @property
     def selection(self) -> list[gr.components.Component]:
@@ -162,8 +164,10 @@ class ResultsPanel:
         return [self.details, self.row_id, self.more]
 
 
-def results_panel(name: str) -> ResultsPanel:
-    """Lay out a results panel; ``name`` prefixes its element ids."""
+def results_panel(name: str, load_more: bool = False) -> ResultsPanel:
+    """Lay out a results panel; ``name`` prefixes its element ids; ``load_more`` adds a disabled "Load more"
+    button right where the results end (the gallery grows with its rows, so appended ones are on the page)."""
+    more_results = None
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             status = gr.Markdown("", elem_id=f"{name}-status", elem_classes=["live-status"])
@@ -172,13 +176,15 @@ def results_panel(name: str) -> ResultsPanel:
                 allow_preview=False, show_label=True, elem_id=f"{name}-gallery", format="jpeg",
                 elem_classes=["results-gallery"],
             )
+            if load_more:
+                more_results = gr.Button("Load more", interactive=False, elem_id=f"{name}-load-more")
         with gr.Column(scale=2):
             details = gr.Markdown(NO_SELECTION, elem_id=f"{name}-details")
             more = gr.Button("More like this", interactive=False, elem_id=f"{name}-more")
             row_id = gr.Number(value=-1, visible=False, precision=0, label="row id")
     with gr.Accordion("Result as JSON (what the API returns)", open=False):
         result = gr.JSON(label="result")
-    panel = ResultsPanel(gallery, result, details, row_id, more, status)
+    panel = ResultsPanel(gallery, result, details, row_id, more, status, more_results)
     gallery.select(select_hit, [result], panel.selection, api_visibility="private", queue=False)
     return panel
 
@@ -212,7 +218,7 @@ def empty_reason(result: dict[str, Any]) -> str:
     if result.get("filters") and not result.get("matching_rows"):
         return "No image matches the filters — loosen or clear them."
     if float(result.get("threshold") or 0) > 0:
-        return f"No image scores above {float(result['threshold']):g} — lower the threshold."
+        return f"No image scores above {float(result['threshold']):g} — lower the minimum similarity."
     return "No more results." if result.get("offset") else "No results."
 
 

@@ -19,7 +19,7 @@ from rag.pipeline import Pipeline
 from rag.space.sessions import SessionRegistry
 from rag.startup import FIX_CAPTIONER
 
-from .errors import guarded
+from .errors import ErrorBoard, guarded
 from .uploads import UploadJanitor
 
 # Concurrency. A CPU-basic Space has 2 vCPUs. Searches are short (one CLIP forward pass, which rag.models.encoder
@@ -46,6 +46,10 @@ class AppContext:
     sessions: SessionRegistry | None = None  # per-browser-session collections (the Build tab), when loaded
     uploads: UploadJanitor | None = None  # deletes large uploads no build uses (ui.uploads), with sessions
     build_settings: Settings = field(default_factory=Settings)
+    errors: ErrorBoard = field(default_factory=ErrorBoard)  # messages the tabs show in place (ui.errors)
+    # What changes per session (examples, hints): (outputs, fn(pipeline) -> one value per output), refreshed by
+    # ui.page on load, after a build and after the collection switch.
+    session_parts: list[tuple[list[Any], Callable[[Pipeline], list[Any]]]] = field(default_factory=list)
 
     @classmethod
     def of(cls, pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> "AppContext":
@@ -65,9 +69,14 @@ class AppContext:
             return self.pipeline
         return self.sessions.pipeline_for(own_session(request), self.pipeline)
 
-    def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap a handler with the start-up error and the one error mapper (ui.errors)."""
-        return guarded(fn, self.startup_error)
+    def guard(self, fn: Callable[..., Any], in_place: bool = False) -> Callable[..., Any]:
+        """Wrap a handler with the start-up error and the one error mapper (ui.errors); ``in_place``: no pop-up,
+        the message is left on ``errors`` for the tab's failure step to show where the result would be."""
+        return guarded(fn, self.startup_error, self.errors if in_place else None)
+
+    def per_session(self, outputs: list[Any], fn: Callable[[Pipeline], list[Any]]) -> None:
+        """Register outputs whose values depend on the collection the session searches (see session_parts)."""
+        self.session_parts.append((outputs, fn))
 
     def require_captioner(self) -> None:
         """Describe needs a captioner: say what to set when there is none."""

@@ -129,7 +129,7 @@ def _controls() -> list[gr.components.Component]:
     image = image_input(label="Image (optional)", sources=["upload", "clipboard"], height=220, elem_id="create-image")
     use_context = gr.Checkbox(value=True, label="Use the collection as context (off: the base model alone)",
                               elem_id="create-context")
-    k = number_slider(1, MAX_REFERENCES, value=3, label="References (k)")
+    k = number_slider(1, MAX_REFERENCES, value=3, label="References")
     strength = _float_slider(0.05, 1, value=DEFAULT_STRENGTH, step=0.05, label="Strength (how far from the init image)")
     guidance = _float_slider(0, 20, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
     steps = number_slider(1, 50, value=DEFAULT_STEPS, label="Steps")

@@ -1,15 +1,19 @@
 """The one error mapper: library exceptions -> gr.Error with a message fit for the user, never a traceback nor
-a server path (scrub_paths: an absolute path in a message is cut to its last part)."""
+a server path (scrub_paths: an absolute path in a message is cut to its last part), never a class name; and the
+ErrorBoard that lets a tab show the message where its result would be (instead of a pop-up in a corner)."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+from PIL import UnidentifiedImageError
 
 from rag.errors import GpuUnavailable, InvalidInput, RagError
 
@@ -37,35 +41,100 @@ def scrub_result(value: Any) -> Any:
     return value
 
 
-def to_gr_error(exc: BaseException, where: str) -> gr.Error:
-    """InvalidInput -> "Invalid input"; other RagErrors -> their message; anything else -> a short logged note."""
+NOT_AN_IMAGE = (
+    "That file is not an image ({name}could not be read as an image: it is not a JPEG, PNG, WebP, GIF or other "
+    "picture file)."
+)
+# "(UnidentifiedImageError: ...", "(OSError: ..." as a decoder's message quotes its exception: the class name goes.
+CLASS_NAME = re.compile(r"(?<=\()[A-Z]\w*(?:Error|Exception|Warning): ")
+
+
+def in_words(exc: BaseException) -> str:
+    """An InvalidInput's message for a visitor: a file that is no image said so in words, no exception class name."""
+    cause = exc.__cause__
+    if isinstance(cause, UnidentifiedImageError):
+        quoted = re.search(r"image file '([^']+)'", str(cause))
+        name = scrub_paths(quoted.group(1)).rsplit("/", 1)[-1] + " " if quoted else ""
+        return NOT_AN_IMAGE.format(name=name)
+    return CLASS_NAME.sub("", scrub_paths(str(exc)))
+
+
+def bad_image(exc: BaseException | None) -> bool:
+    """Whether an error says the given image could not be read (the tab then clears its broken preview)."""
+    return isinstance(exc, InvalidInput) and isinstance(exc.__cause__, (OSError, SyntaxError, ValueError))
+
+
+def to_gr_error(exc: BaseException, where: str, visible: bool = True) -> gr.Error:
+    """InvalidInput -> "Invalid input"; other RagErrors -> their message; anything else -> a short logged note.
+    ``visible=False``: no pop-up (the tab shows the message in place); API clients get the message all the same."""
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, InvalidInput):
-        return gr.Error(scrub_paths(str(exc)), title="Invalid input", print_exception=False)
+        return gr.Error(in_words(exc), title="Invalid input", print_exception=False, visible=visible)
     if isinstance(exc, GpuUnavailable):
         log.warning("%s: GPU unavailable: %s", where, exc)
-        return gr.Error(scrub_paths(str(exc)), title="GPU unavailable", print_exception=False)
+        return gr.Error(scrub_paths(str(exc)), title="GPU unavailable", print_exception=False, visible=visible)
     if isinstance(exc, RagError):
         log.warning("%s failed: %s", where, exc)
-        return gr.Error(scrub_paths(str(exc)), print_exception=False)
+        return gr.Error(scrub_paths(str(exc)), print_exception=False, visible=visible)
     log.error("%s failed", where, exc_info=exc)
     return gr.Error(
-        f"Something went wrong on our side ({type(exc).__name__}); it has been logged. Please try again.",
-        print_exception=False,
+        "Something went wrong on our side; it has been logged. Please try again.", print_exception=False,
+        visible=visible,
     )
 
 
-def guarded(fn: Callable[..., Any], startup_error: str | None) -> Callable[..., Any]:
-    """Wrap an event handler: the start-up error first (if the Space could not start), then the mapper."""
+class ErrorBoard:
+    """The latest error message of each (browser session, handler), kept until the tab's failure step shows it in
+    place: Gradio's .failure() listeners are not given the exception, so the guard leaves it here."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._messages: OrderedDict[tuple[str, str], tuple[str, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.size = size
+
+    def put(self, request: Any, place: str, message: str, image_unreadable: bool = False) -> None:
+        """Remember a failure of ``place`` (a handler's name) for the session of ``request``."""
+        session = getattr(request, "session_hash", None)
+        if not session:
+            return
+        with self._lock:
+            self._messages[(session, place)] = (message, image_unreadable)
+            self._messages.move_to_end((session, place))
+            while len(self._messages) > self.size:
+                self._messages.popitem(last=False)
+
+    def take(self, request: Any, place: str) -> tuple[str, bool]:
+        """The message left for this session and place (and whether the image was unreadable), then forgotten."""
+        with self._lock:
+            found = self._messages.pop((getattr(request, "session_hash", None) or "", place), None)
+        return found or (FALLBACK, False)
+
+
+FALLBACK = "That did not work; please try again."
+
+
+def _request_of(args: tuple, kwargs: dict) -> Any:
+    """The gr.Request among a handler's arguments (anything with a session_hash), or None."""
+    return next((a for a in (*args, *kwargs.values()) if getattr(a, "session_hash", None)), None)
+
+
+def guarded(fn: Callable[..., Any], startup_error: str | None, board: ErrorBoard | None = None) -> Callable[..., Any]:
+    """Wrap an event handler: the start-up error first (if the Space could not start), then the mapper. With a
+    ``board``, the message is left there for the tab to show in place, and no pop-up is raised in the page."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if startup_error:
-            raise gr.Error(startup_error, title=NOT_CONFIGURED, print_exception=False)
         try:
+            if startup_error:
+                raise gr.Error(startup_error, title=NOT_CONFIGURED, print_exception=False)
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a readable gr.Error
-            raise to_gr_error(exc, fn.__name__) from None
+            error = to_gr_error(exc, fn.__name__, visible=board is None)
+            if board is not None:
+                error.visible = False
+                board.put(_request_of(args, kwargs), fn.__name__, error.message, bad_image(exc))
+            raise error from None
 
+    wrapper.error_board = board  # type: ignore[attr-defined]  # where the tab's failure step finds the message
     return wrapper

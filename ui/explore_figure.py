@@ -16,6 +16,16 @@ PALETTE = [  # 20 distinct colours (Tableau 20), then grey for "other" and light
 ]
 OTHER_COLOURS = {"other": "#b0b0b0", "(no label)": "#dddddd"}
 HIGHLIGHT = "last search"
+# Marker diameter in px by collection size: small collections get finger-sized points (a tap on a phone lands
+# within TAP_DISTANCE of one); large ones smaller points so that clusters stay readable.
+MARKER_SIZES = ((1_000, 11), (5_000, 8), (20_000, 5))
+SMALLEST_MARKER = 3
+TAP_DISTANCE = 24  # px around a point that still picks it (Plotly's hoverdistance; a click or tap uses it too)
+
+
+def marker_size(rows: int) -> int:
+    """The marker diameter for a map of ``rows`` points."""
+    return next((size for limit, size in MARKER_SIZES if rows <= limit), SMALLEST_MARKER)
 
 
 def _short(text: str) -> str:
@@ -25,7 +35,7 @@ def _short(text: str) -> str:
 
 def map_figure(points: MapPoints, hover: Sequence[str] | None = None, highlight: Sequence[int] = ()) -> go.Figure:
     """All points coloured by label group (legend click toggles a group); ``hover`` texts per row if given."""
-    size = 3 if len(points.xy) > 20_000 else 5 if len(points.xy) > 2_000 else 8
+    size = marker_size(len(points.xy))
     traces = []
     for group, name in enumerate(points.labels):
         rows = np.flatnonzero(points.label_ids == group)
@@ -43,10 +53,13 @@ def map_figure(points: MapPoints, hover: Sequence[str] | None = None, highlight:
         hovertemplate="row %{customdata} (last search)<extra></extra>", visible=bool(len(hits)) or "legendonly",
     ))
     figure = go.Figure(traces)
+    # The legend sits under the map (Plotly moves the plot's bottom edge up to make room), so on a phone it
+    # covers no point and the toolbar at the top right overlaps neither.
     figure.update_layout(
-        dragmode="lasso", uirevision="map", height=640, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        legend={"itemsizing": "constant", "title": {"text": "label (click to hide / show)"}},
+        dragmode="lasso", uirevision="map", height=640, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"itemsizing": "constant", "orientation": "h", "x": 0, "xanchor": "left", "y": -0.02,
+                "yanchor": "top", "title": {"text": "Labels (click one to hide / show it):", "side": "top"}},
         xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-        plot_bgcolor="white", hovermode="closest",
+        plot_bgcolor="white", hovermode="closest", hoverdistance=TAP_DISTANCE,
     )
     return figure

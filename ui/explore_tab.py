@@ -20,13 +20,14 @@ from .components import ResultsPanel, details_markdown, number_slider, results_p
 from .context import SEARCH_LIMITS, AppContext
 from .explore_figure import map_figure
 from .search_tabs import SearchHandlers, wire_more_like_this
+from .theme import PHONE_MAX_WIDTH
 from rag.pipeline import MAX_K
 
 HOVER_CAPTIONS_MAX = 20_000  # beyond this the figure carries no captions (hover shows row and label)
 SELECTION_SHOWN = 48
-INTRO = ("Every image of the collection on one map: similar images lie close together. Click a point or draw "
-         "a lasso to see the images; click a label in the legend to hide or show it. Rings mark the hits of "
-         "your last search.")
+INTRO = ("Every image of the collection on one map: similar images lie close together. Click (or tap) a point, "
+         "or draw a lasso around several, to see the images; click a label under the map to hide or show it. "
+         "Rings mark the results of your last search.")
 BRIDGE_JS = """
 const attach = () => {
   const gd = document.querySelector('#explore-map .js-plotly-plot');
@@ -34,13 +35,16 @@ const attach = () => {
   gd.__ragBridge = true;
   const send = (points) => {
     const ids = (points || []).map(p => p.customdata).filter(i => Number.isInteger(i));
-    if (ids.length) trigger('click', {ids: Array.from(new Set(ids)).slice(0, %d)});
+    if (!ids.length) return;
+    trigger('click', {ids: Array.from(new Set(ids)).slice(0, %d)});
+    // On a phone the results are under the map, out of sight: bring them up.
+    if (matchMedia('(max-width: %dpx)').matches) document.querySelector('#explore-gallery').scrollIntoView();
   };
   gd.on('plotly_click', e => send(e && e.points));
   gd.on('plotly_selected', e => send(e && e.points));
 };
 setInterval(attach, 400);
-""" % MAX_SELECT
+""" % (MAX_SELECT, PHONE_MAX_WIDTH)
 
 
 def hit_ids(result: dict | None) -> list[int]:
@@ -81,7 +85,7 @@ def selection_outputs(rows: list[dict[str, Any]]):
 
 def explore_tab(ctx: AppContext, handlers: SearchHandlers, searches: Sequence[ResultsPanel] = ()) -> ResultsPanel:
     """The Explore tab; ``searches``: the search tabs' panels, whose latest hits are ringed on the map."""
-    with gr.Tab("Explore", id="explore") as tab:
+    with gr.Tab("Explore", id="explore", elem_id="explore-tab") as tab:
         # States inside the tab: a State among gr.Tabs' children shifts the tab's index and the page then
         # shows a second "Explore" tab when this one is opened.
         last_hits, shown = gr.State([]), gr.State(None)
@@ -89,7 +93,7 @@ def explore_tab(ctx: AppContext, handlers: SearchHandlers, searches: Sequence[Re
         plot = gr.Plot(show_label=False, elem_id="explore-map")
         bridge = gr.HTML("", html_template="", js_on_load=BRIDGE_JS, elem_id="explore-bridge")
         panel = results_panel("explore")
-        k = number_slider(1, MAX_K, value=12, label="Number of results for \"More like this\" (k)")
+        k = number_slider(1, MAX_K, value=12, label="Number of results for \"More like this\"")
         wire_more_like_this(panel, handlers.similar_to, k, None, "explore")
     for search in searches:
         search.result.change(hit_ids, [search.result], [last_hits], api_visibility="private", queue=False)

@@ -19,7 +19,8 @@ import gradio as gr
 from rag.config import Settings
 from rag.errors import InvalidInput, RagError
 from rag.finetune import METHODS, FinetuneCancelled, FinetuneOptions, TrainSettings, finetune
-from rag.space.sessions import BuildCancelledWhileWaiting, SessionRegistry
+from rag.space.session_build import BuildProgress
+from rag.space.sessions import BuildCancelledWhileWaiting, BuildStopped, SessionRegistry
 
 from .build_handlers import session_of
 from .components import SESSION_API, not_an_mcp_tool
@@ -85,7 +86,7 @@ class FinetuneHandlers:
             report(fraction, stage)
 
         try:
-            with self.registry.line.turn(on_wait=lambda ahead: report(None, f"Waiting for {ahead} build(s) ahead"),
+            with self.registry.line.turn(on_wait=lambda ahead: report(0.0, _waiting(ahead)),
                                          should_stop=state.cancel.is_set):
                 result = finetune(source, work / "collection", options, self.settings, encoder=self.registry.space.encoder,
                                   name=name, progress=progress, should_stop=stop)
@@ -94,7 +95,7 @@ class FinetuneHandlers:
                 pipeline = self.registry.finish_build(session, work / "collection", f"{name}, tuned on its captions")
             else:
                 self.registry.abort_build(session, work)
-        except (FinetuneCancelled, BuildCancelledWhileWaiting) as exc:
+        except (FinetuneCancelled, BuildCancelledWhileWaiting, BuildStopped) as exc:
             self.registry.abort_build(session, work)
             return {"ok": False, "cancelled": True, "error": str(exc)}, None
         except InvalidInput:
@@ -112,6 +113,11 @@ class FinetuneHandlers:
     def cancel(self, request: gr.Request) -> dict:
         """Stop this session's tuning (or build) between two steps; nothing of it is kept."""
         return {"ok": True, "cancelling": self.registry.cancel(session_of(request))}
+
+
+def _waiting(ahead: int) -> str:
+    """The place in the Space's build line, worded as for a build ("Waiting: 2 builds ahead of yours …")."""
+    return BuildProgress(0, 0, waiting=ahead, stage="waiting").message()
 
 
 def _answer(result: Any, pipeline: Any) -> dict:

@@ -23,7 +23,7 @@ from .search_tabs import image_tab, search_handlers, text_tab
 from .errors import scrub_paths
 from .theme import CSS, HEAD, space_theme
 
-TITLE = "Multimodal RAG image search"
+TITLE = "Multimodal image search"
 MAX_FILE_SIZE = "20mb"
 _CONTEXTS: "weakref.WeakKeyDictionary[gr.Blocks, AppContext]" = weakref.WeakKeyDictionary()
 INTRO = (
@@ -90,13 +90,23 @@ def searching_line(ctx: AppContext, request: gr.Request | None = None) -> str:
     return f"**Searching:** your collection ({info['rows']:,} images, only in this browser tab)"
 
 
-def session_view(ctx: AppContext) -> Callable[[gr.Request], tuple[str, str]]:
-    """The per-session lines (refreshed on load, after a build and after the switch)."""
+def session_view(ctx: AppContext) -> Callable[[gr.Request], tuple[Any, ...]]:
+    """The per-session lines, then every part registered with ctx.per_session (examples, hints), in the order of
+    session_outputs (refreshed on load, after a build and after the switch)."""
 
-    def view(request: gr.Request) -> tuple[str, str]:
-        return searching_line(ctx, request), footer(ctx, request)
+    def view(request: gr.Request) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        pipeline = ctx.pipeline_for(request) if ctx.pipeline is not None else None
+        for outputs, fn in ctx.session_parts:
+            parts += fn(pipeline) if pipeline is not None else [gr.update() for _ in outputs]
+        return searching_line(ctx, request), footer(ctx, request), *parts
 
     return view
+
+
+def session_outputs(ctx: AppContext, *lines: gr.components.Component) -> list[gr.components.Component]:
+    """The outputs of session_view: the lines, then the registered per-session parts."""
+    return [*lines, *(output for outputs, _ in ctx.session_parts for output in outputs)]
 
 
 def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_error: str | None = None) -> gr.Blocks:
@@ -123,7 +133,8 @@ def build_demo(pipeline_or_error: Pipeline | BaseException | str, captioner_erro
             built = build_tab(ctx, switch)
             explore_tab(ctx, handlers, searches)
         info_footer = gr.Markdown(footer(ctx), elem_id="info-footer")
-        lines = dict(fn=session_view(ctx), inputs=None, outputs=[searching, info_footer], api_visibility="private",
+        lines = dict(fn=session_view(ctx), inputs=None, outputs=session_outputs(ctx, searching, info_footer),
+                     api_visibility="private",
                      queue=False, show_progress="hidden")  # no pending overlay dimming the lines while they load
         demo.load(**lines)
         for event in (built, getattr(switch, "switched", None)):

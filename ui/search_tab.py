@@ -1,4 +1,4 @@
-"""The "Search" tab and its endpoint /search: +/- weighted terms, #rows, an optional image, filters, threshold, pages."""
+"""The "Advanced search" tab and its endpoint /search: weighted terms, #rows, an image, filters, threshold, pages."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from .components import (
 from .context import SEARCH_LIMITS, AppContext
 from .examples import search_examples
 from .filter_controls import filter_controls, refresh_choices
-from .search_tabs import SearchHandlers, wire_more_like_this
+from .search_tabs import SearchHandlers, on_failure, wire_more_like_this
+from .session_examples import example_picker
 
 QUERY_HELP = (
     "Join terms with **+** and **−**, weight them with **2\\*red car**, quote phrases that contain signs "
@@ -71,7 +72,7 @@ def search_handler(ctx: AppContext) -> Callable[..., Any]:
         data["hits"] = ranked(result.hits, result.offset)
         return gallery_items(result.hits), {"query": query, **data}
 
-    return ctx.guard(search)
+    return ctx.guard(search, in_place=True)
 
 
 def gallery_from_json(pipeline: Pipeline, hits: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -99,16 +100,25 @@ def load_more_handler(ctx: AppContext) -> Callable[..., Any]:
         merged = {**shown, **page.to_dict(), "hits": hits, "offset": 0, "shown": len(hits)}
         return gallery_from_json(pipeline, hits), merged
 
-    return ctx.guard(load_more)
+    return ctx.guard(load_more, in_place=True)
+
+
+TAB_LABEL = "Advanced search"
+TAB_INTRO = (
+    "**Combine** words, collection rows and an image in one query, **filter** by label or column, keep only "
+    "close matches, and page through the results with **Load more**. For a plain search in words, use "
+    "**Text → image**."
+)
 
 
 def search_tab(ctx: AppContext, handlers: SearchHandlers) -> None:
     """Query box with the parsed terms under it, optional image, filters, threshold, k; results; Load more."""
-    with gr.Tab("Search", id="search") as tab:
+    with gr.Tab(TAB_LABEL, id="search", elem_id="search-tab") as tab:
+        gr.Markdown(TAB_INTRO, elem_id="search-intro")
         with gr.Row():
             query = gr.Textbox(label="Query", placeholder='beach - people · #42 + 2*"red car"', scale=4,
                                max_lines=3, elem_id="search-query")
-            k = number_slider(1, MAX_K, value=12, label="Number of results (k)", scale=1)
+            k = number_slider(1, MAX_K, value=12, label="Number of results", scale=1)
         terms = gr.Markdown(terms_markdown(""), elem_id="search-terms")
         gr.Markdown(QUERY_HELP)
         with gr.Accordion("Image (optional)", open=False):
@@ -119,28 +129,32 @@ def search_tab(ctx: AppContext, handlers: SearchHandlers) -> None:
         controls = filter_controls(ctx.pipeline)
         tab.select(refresh_choices(ctx), [controls.labels, controls.column], [controls.labels, controls.column],
                    api_visibility="private", queue=False)
-        threshold = passthrough_slider(0, 1, 0.01, value=0, label="Threshold: only hits with cosine ≥ this (0 = none)",
+        threshold = passthrough_slider(0, 1, 0.01, value=0, label="Minimum similarity (0 = show every match)",
                                        elem_id="search-threshold")
         offset = gr.Number(value=0, precision=0, visible=False, label="offset")
         button = gr.Button("Search", variant="primary", elem_id="search-button")
-        examples = search_examples(ctx.pipeline)
-        picked = gr.Examples([[q] for q in examples], [query], label="Examples from this collection",
-                             api_visibility="private") if examples else None
-        panel = results_panel("search")
-        more = gr.Button("Load more", interactive=False, elem_id="search-load-more")
+        picked = example_picker(ctx, query, search_examples, lambda _: "Examples from this collection",
+                                "search-examples")
+        panel = results_panel("search", load_more=True)
+        more = panel.load_more
         query.change(terms_markdown, query, terms, api_visibility="private", queue=False)
         inputs = [query, image, image_weight, k, offset, threshold, controls.json]
         triggers = [(button.click, "search"), (query.submit, None)]
         if picked is not None:  # a click on an example runs its search
-            triggers.append((picked.load_input_event.then, None))
+            triggers.append((picked.then, None))
+        search = search_handler(ctx)  # one guarded handler: its failures are shown in place by its name
         for trigger, api_name in triggers:
-            trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
-                search_handler(ctx), inputs, [panel.gallery, panel.result], api_name=api_name,
+            event = trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
+                search, inputs, [panel.gallery, panel.result], api_name=api_name,
                 api_visibility="public" if api_name else "private", **SEARCH_LIMITS,
-            ).success(search_feedback, [panel.result], [panel.status, more], api_visibility="private", queue=False)
-        more.click(load_more_handler(ctx), [query, image, image_weight, k, threshold, controls.json, panel.result],
-                   [panel.gallery, panel.result], api_visibility="private", **SEARCH_LIMITS,
-                   ).success(search_feedback, [panel.result], [panel.status, more], api_visibility="private",
-                             queue=False)
+            )
+            event.success(search_feedback, [panel.result], [panel.status, more], api_visibility="private", queue=False)
+            on_failure(event, search, panel, image)
+        load_more = load_more_handler(ctx)
+        event = more.click(load_more, [query, image, image_weight, k, threshold, controls.json, panel.result],
+                           [panel.gallery, panel.result], api_visibility="private", **SEARCH_LIMITS)
+        event.success(search_feedback, [panel.result], [panel.status, more], api_visibility="private", queue=False)
+        on_failure(event, load_more, panel)
         wire_more_like_this(panel, handlers.similar_to, k, None, "search")
-
+        # "More like this" replaces the results: Load more (the next page of the query) no longer applies.
+        panel.more.click(lambda: gr.update(interactive=False), None, more, api_visibility="private", queue=False)

@@ -17,11 +17,14 @@ from .components import (
     result_status,
     hits_json,
     image_input,
+    markdown_text,
     number_slider,
     results_panel,
 )
-from .context import SEARCH_LIMITS, AppContext
+from .context import SEARCH_LIMITS, AppContext, collection_examples
+from .errors import ErrorBoard
 from .examples import is_multilingual, text_examples
+from .session_examples import example_picker
 from rag.pipeline import MAX_K
 from rag.search.batching import MAX_BATCH
 
@@ -83,26 +86,75 @@ def search_handlers(ctx: AppContext) -> SearchHandlers:
         hits = ctx.pipeline_for(request).similar_to(row_id, k)
         return gallery_items(hits), {"row_id": int(row_id), "k": int(k), "hits": hits_json(hits)}
 
-    return SearchHandlers(ctx.guard(search_text), ctx.guard(search_image), ctx.guard(similar_to))
+    return SearchHandlers(*(ctx.guard(fn, in_place=True) for fn in (search_text, search_image, similar_to)))
+
+
+def failure_view(board: ErrorBoard, place: str, image: gr.Image | None = None) -> Callable[..., Any]:
+    """The failure step: the handler's message where the results would be (no pop-up), the old results gone,
+    and an unreadable upload's broken preview cleared."""
+
+    def shown(request: gr.Request):
+        message, unreadable = board.take(request, place)
+        cleared = (None if unreadable else gr.update(),) if image is not None else ()
+        return (f"⚠️ {markdown_text(message)}", [], None, *cleared)
+
+    return shown
+
+
+def scroll_into_view(element: gr.components.Component) -> str:
+    """Browser code that brings an element into view (on a phone a tab's status line is below the fold)."""
+    return f"() => {{ document.getElementById('{element.elem_id}')?.scrollIntoView({{block: 'nearest'}}); }}"
+
+
+def on_failure(event: Any, handler: Callable[..., Any], panel: ResultsPanel, image: gr.Image | None = None) -> None:
+    """Show a failed search's message in the panel's status line, when the handler leaves its messages on an
+    ErrorBoard (ctx.guard(fn, in_place=True)); other handlers' errors stay pop-ups."""
+    board = getattr(handler, "error_board", None)
+    if board is None:
+        return
+    outputs = [panel.status, panel.gallery, panel.result] + ([image] if image is not None else [])
+    event.failure(failure_view(board, handler.__name__, image), None, outputs, api_visibility="private",
+                  queue=False, show_progress="hidden").then(None, js=scroll_into_view(panel.status))
+
+
+def like_row(result: dict | None):
+    """After "More like this": the details say whose neighbours are shown, and no result stays highlighted."""
+    row = (result or {}).get("row_id")
+    note = f"*Images like row {row} (its nearest neighbours). Select one to see its details.*"
+    return note, -1, gr.update(interactive=False), gr.Gallery(selected_index=None)
 
 
 def wire_more_like_this(panel: ResultsPanel, handler: Callable[..., Any], k: gr.Slider, api_name: str | None,
                         name: str) -> None:
-    """"More like this" fills the panel's gallery; the details keep showing the row whose neighbours these are."""
-    panel.more.click(
+    """"More like this" fills the panel's gallery; the details then follow it (no stale row beside new results)."""
+    event = panel.more.click(
         handler, [panel.row_id, k], [panel.gallery, panel.result],
         api_name=api_name or f"{name}_similar_to", api_visibility="public" if api_name else "private",
         **SEARCH_LIMITS,
-    ).success(result_status, [panel.result], [panel.status], api_visibility="private", queue=False)
+    )
+    event.success(result_status, [panel.result], [panel.status], api_visibility="private", queue=False).then(
+        like_row, [panel.result], [*panel.selection, panel.gallery], api_visibility="private", queue=False,
+        show_progress="hidden",
+    )
+    on_failure(event, handler, panel)
 
 
 def wire_search(trigger: Callable[..., Any], handler: Callable[..., Any], inputs: list, panel: ResultsPanel,
-                api_name: str | None = None, limits: dict[str, Any] | None = None) -> None:
-    """Clear the old selection, then search; only api_name'd triggers are public endpoints."""
-    trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
+                api_name: str | None = None, limits: dict[str, Any] | None = None, image: gr.Image | None = None) -> None:
+    """Clear the old selection, then search; only api_name'd triggers are public endpoints. A failure's message
+    shows in the panel's status line (see on_failure), and a successful search replaces it."""
+    event = trigger(clear_selection, None, panel.selection, api_visibility="private", queue=False).then(
         handler, inputs, [panel.gallery, panel.result], api_name=api_name,
         api_visibility="public" if api_name else "private", **(limits or SEARCH_LIMITS),
-    ).success(result_status, [panel.result], [panel.status], api_visibility="private", queue=False)
+    )
+    event.success(fresh_results, [panel.result], [panel.status, panel.gallery], api_visibility="private",
+                  queue=False, show_progress="hidden")
+    on_failure(event, handler, panel, image)
+
+
+def fresh_results(result: dict | None):
+    """After a search: its status line, and no highlight left on a thumbnail (the details say none is selected)."""
+    return result_status(result), gr.Gallery(selected_index=None)
 
 
 def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
@@ -113,22 +165,23 @@ def text_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
                 label="Query", placeholder="a dog running on the beach · anjing bermain di pantai",
                 scale=4, max_lines=3, elem_id="query", min_width=320,  # full width on a phone (the row wraps)
             )
-            k = number_slider(1, MAX_K, value=12, label="Number of results (k)", scale=1, min_width=200)
+            k = number_slider(1, MAX_K, value=12, label="Number of results", scale=1, min_width=200)
         button = gr.Button("Search", variant="primary", elem_id="search-text-button")
-        examples = text_examples(ctx.pipeline)
-        if examples:
-            multilingual = ctx.pipeline is not None and is_multilingual(ctx.pipeline)
-            picked = gr.Examples([[q] for q in examples], [query], api_visibility="private",
-                                 label="Examples from this collection" + (" (the last two are Indonesian)"
-                                                                          if multilingual else ""))
+        picked = example_picker(ctx, query, text_examples, example_label, "text-examples")
         panel = results_panel("text")
         wire_more_like_this(panel, handlers.similar_to, k, "similar_to", "text")
         # The button is the API endpoint; pressing Enter runs the same function, privately.
-        wire_search(button.click, handlers.search_text, [query, k], panel, api_name="search_text", limits=TEXT_LIMITS)
-        wire_search(query.submit, handlers.search_text, [query, k], panel, limits=TEXT_LIMITS)
-        if examples:  # a click on an example runs its search (not only fills the box)
-            wire_search(picked.load_input_event.then, handlers.search_text, [query, k], panel, limits=TEXT_LIMITS)
+        search = dict(limits=TEXT_LIMITS)
+        wire_search(button.click, handlers.search_text, [query, k], panel, api_name="search_text", **search)
+        wire_search(query.submit, handlers.search_text, [query, k], panel, **search)
+        if picked is not None:  # a click on an example runs its search (not only fills the box)
+            wire_search(picked.then, handlers.search_text, [query, k], panel, **search)
     return panel
+
+
+def example_label(pipeline: Any) -> str:
+    """The text examples' heading (it says which are Indonesian when the text model reads Indonesian)."""
+    return "Examples from this collection" + (" (the last two are Indonesian)" if is_multilingual(pipeline) else "")
 
 
 def image_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
@@ -140,14 +193,15 @@ def image_tab(ctx: AppContext, handlers: SearchHandlers) -> ResultsPanel:
                 height=280, elem_id="image-query",
             )
             with gr.Column():
-                k = number_slider(1, MAX_K, value=12, label="Number of results (k)")
+                k = number_slider(1, MAX_K, value=12, label="Number of results")
                 button = gr.Button("Search", variant="primary", elem_id="search-image-button")
-                picked = gr.Examples([[p] for p in ctx.example_images], [image], api_visibility="private",
-                                     label="Try an image from the collection") if ctx.example_images else None
+                picked = example_picker(ctx, image, collection_examples, lambda _: "Try an image from the collection",
+                                        "image-examples")
         panel = results_panel("image")
         wire_more_like_this(panel, handlers.similar_to, k, None, "image")
-        wire_search(button.click, handlers.search_image, [image, k], panel, api_name="search_image")
-        wire_search(image.upload, handlers.search_image, [image, k], panel)
+        search = dict(image=image)
+        wire_search(button.click, handlers.search_image, [image, k], panel, api_name="search_image", **search)
+        wire_search(image.upload, handlers.search_image, [image, k], panel, **search)
         if picked is not None:  # a click on an example image runs its search
-            wire_search(picked.load_input_event.then, handlers.search_image, [image, k], panel)
+            wire_search(picked.then, handlers.search_image, [image, k], panel, **search)
     return panel

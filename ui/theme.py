@@ -1,8 +1,10 @@
 """How the page looks and reads: a theme with WCAG AA contrast, phone layout rules and screen-reader help.
 
 Contrast is fixed in the theme's variables (gr.themes.Soft with darker label, hint and button colours), not
-with one-off styles. The CSS only adds what the theme has no variable for: a visible keyboard focus ring, two
-gallery columns with wrapping captions on narrow screens, and 44-px tap targets. The script gives each gallery
+with one-off styles. The CSS only adds what the theme has no variable for: a visible keyboard focus ring, result
+galleries that grow with their rows, captions as a small two-line strip, two gallery columns on narrow screens,
+44-px tap targets and the Duplicates tab's thumbnail buttons. The script brings the first row that "Load more"
+appended into view, gives each gallery
 thumbnail an accessible name that says what the result is (Gradio names them "Thumbnail 1 of 12"), names the
 image example buttons, gives Gradio's empty-gallery placeholder the role its aria-label needs, and marks the
 result-count lines as polite live regions.
@@ -37,7 +39,23 @@ CSS = f"""
 }}
 .dark :where(button, a, input, textarea, select, [role="tab"], [tabindex]):focus-visible {{ outline-color: #c7d2fe; }}
 .live-status {{ overflow: visible !important; }}
-.results-gallery .caption-label {{ white-space: normal; overflow-wrap: anywhere; }}
+/* The Explore message never scrolls inside itself (axe: a scrollable region must be focusable). */
+#explore-message, #explore-message > * {{ overflow: visible !important; max-height: none !important; }}
+/* Result galleries grow with their rows: Gradio caps an "auto" gallery at ~500 px with a scrollbar inside, which
+   hid the third row of 12 results and every row that Load more appended. */
+.results-gallery .grid-wrap.fixed-height {{ max-height: none !important; height: auto !important;
+  overflow-y: visible !important; }}
+/* Captions are a small strip at the foot of each thumbnail, two lines at most (the details show everything). */
+.results-gallery .caption-label {{ white-space: normal; overflow-wrap: anywhere; font-size: var(--text-xs);
+  line-height: 1.3; padding: 1px 6px; bottom: 4px; max-width: calc(100% - 8px); overflow: hidden;
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; }}
+/* Duplicates: each thumbnail is a button that shows its row's details, which stay in view beside the groups. */
+#duplicates-groups .duplicate-thumb {{ padding: 0; border: 1px solid var(--border-color-primary); border-radius: 4px;
+  background: none; cursor: pointer; min-height: 44px; }}
+#duplicates-groups .duplicate-thumb img {{ height: 96px; width: 96px; object-fit: contain; display: block;
+  border-radius: 4px; }}
+#duplicates-groups .duplicate-thumb[aria-pressed="true"] {{ outline: 3px solid #4338ca; outline-offset: 1px; }}
+#duplicates-details-column {{ position: sticky; top: 8px; align-self: flex-start; }}
 @media (max-width: {PHONE_MAX_WIDTH}px) {{
   .results-gallery .grid-container {{ grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }}
   button, [role="tab"], .gallery-item, .thumbnail-item {{ min-height: 44px; }}
@@ -49,7 +67,24 @@ CSS = f"""
 HEAD = """
 <script>
 (() => {
+  // "Load more": remember how many results were shown, then bring the first new one into view.
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest && event.target.closest('button[id$="-load-more"]');
+    if (!button) return;
+    const gallery = button.id.replace(/-load-more$/, '-gallery');
+    window.ragMoreFrom = {gallery, from: document.querySelectorAll(`#${gallery} button.thumbnail-item`).length};
+  }, true);
+  const revealAppended = () => {
+    const more = window.ragMoreFrom;
+    if (!more) return;
+    const items = document.querySelectorAll(`#${more.gallery} button.thumbnail-item`);
+    if (items.length <= more.from) return;
+    window.ragMoreFrom = null;
+    const still = matchMedia('(prefers-reduced-motion: reduce)').matches;
+    items[more.from].scrollIntoView({block: 'start', behavior: still ? 'auto' : 'smooth'});
+  };
   const label = () => {
+    revealAppended();
     document.querySelectorAll('.live-status:not([aria-live])').forEach((e) => {
       e.setAttribute('role', 'status'); e.setAttribute('aria-live', 'polite');
     });

@@ -1,11 +1,12 @@
-"""What every captioner shares: the neighbour protocol, the result type, the context lines shown to it, and the
-guard on what it writes (non-finite logits or a degenerate string become a CaptionerError, never silent text)."""
+"""What every captioner shares: the neighbour protocol, the result type, the context lines shown to it (captions,
+label and the configured metadata columns, RAG_CONTEXT_COLUMNS), and the guard on what it writes (non-finite
+logits or a degenerate string become a CaptionerError, never silent text)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -17,7 +18,8 @@ CONTEXT_CAPTIONS_PER_HIT = 2
 
 
 class Neighbour(Protocol):
-    """What a captioner reads of a retrieved row (rag.pipeline.Hit has these)."""
+    """What a captioner reads of a retrieved row (rag.pipeline.Hit has these; ``id`` and ``metadata``, when a
+    neighbour has them, name the row in the candidates and give the RAG_CONTEXT_COLUMNS values)."""
 
     captions: list[str]
     label: str | None
@@ -25,11 +27,30 @@ class Neighbour(Protocol):
 
 
 @dataclass
+class Candidate:
+    """One text GIT's reranking weighed: where it came from, how well it matches the image, how well it agrees
+    with the neighbours' captions, and the total it was ranked by (the first of a CaptionResult's won)."""
+
+    text: str
+    source: str  # "captioner" (a beam GIT wrote) or "neighbour" (a retrieved caption)
+    row: int | None  # the neighbour's row id, for a retrieved caption
+    image_match: float
+    agreement: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the API's "candidates")."""
+        return asdict(self)
+
+
+@dataclass
 class CaptionResult:
-    """A description plus the exact context/prompt the captioner was given (shown in the UI)."""
+    """A description plus the exact context/prompt the captioner was given (shown in the UI), and for a reranking
+    captioner the candidates it weighed, best first."""
 
     text: str
     prompt: str
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 class Captioner(Protocol):
@@ -41,7 +62,8 @@ class Captioner(Protocol):
     def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
 
     def write_description(
-        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
+        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None,
+        columns: Sequence[str] = (),
     ) -> CaptionResult: ...
 
 
@@ -55,14 +77,25 @@ def unchanged(text: str) -> str:
     return text
 
 
-def context_lines(context: Sequence[Neighbour], clean: Callable[[str], str] = unchanged) -> list[str]:
-    """One line per neighbour: its label and first captions (each passed through ``clean``), as given to the captioner."""
+def column_values(hit: Neighbour, columns: Sequence[str], clean: Callable[[str], str] = unchanged) -> list[str]:
+    """"column: value" for each configured metadata column the neighbour has a value in (RAG_CONTEXT_COLUMNS)."""
+    metadata = getattr(hit, "metadata", None) or {}
+    values = ((column, clean(" ".join(str(metadata.get(column) or "").split()))) for column in columns)
+    return [f"{column}: {value}" for column, value in values if value]
+
+
+def context_lines(
+    context: Sequence[Neighbour], clean: Callable[[str], str] = unchanged, columns: Sequence[str] = ()
+) -> list[str]:
+    """One line per neighbour: its label, the configured metadata ``columns`` and first captions (each passed
+    through ``clean``), as given to the captioner."""
     lines = []
     for number, hit in enumerate(context, 1):
         parts = []
         label = clean(hit.label) if hit.label else ""
         if label:
             parts.append(f"label: {label}")
+        parts += column_values(hit, columns, clean)
         captions = [c for c in (clean(c) for c in hit.captions[:CONTEXT_CAPTIONS_PER_HIT] if c) if c]
         if captions:
             parts.append("; ".join(captions))

@@ -1,6 +1,7 @@
 """GIT and Qwen2-VL behind one interface, each given the retrieved neighbours' captions as context.
 
-* Qwen2-VL (GPU, rag.models.qwen2vl): the neighbours' captions and labels go into the chat prompt beside the image.
+* Qwen2-VL (GPU, rag.models.qwen2vl): the neighbours' captions, labels and RAG_CONTEXT_COLUMNS values go into the
+  chat prompt beside the image.
 * GIT (CPU): GIT writes several beam candidates; they are pooled with the neighbours' captions and
   reranked by CLIP image-text similarity plus agreement with the neighbours (consensus reranking,
   Devlin et al. 2015). With no context this is plain GIT captioning (its best beam).
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from rag.models.caption_types import (
-    CONTEXT_CAPTIONS_PER_HIT, DEGENERATE, Captioner, CaptionResult, Neighbour, captioner_label, checked_text,
+    CONTEXT_CAPTIONS_PER_HIT, DEGENERATE, Candidate, Captioner, CaptionResult, Neighbour, captioner_label, checked_text,
     context_lines, is_degenerate, require_finite, usable_caption, watch_logits,
 )
 from rag.config import DEFAULT_CAPTIONER_MODELS
@@ -32,6 +33,7 @@ from rag.models.qwen2vl import QWEN_MAX_NEW_TOKENS, QWEN_MAX_PIXELS, Qwen2VLCapt
 
 __all__ = [
     "CONTEXT_CAPTIONS_PER_HIT",
+    "Candidate",
     "QWEN_MAX_NEW_TOKENS",
     "QWEN_MAX_PIXELS",
     "CaptionResult",
@@ -107,35 +109,55 @@ class GitCaptioner:
         return [usable_caption(candidates[0]) for candidates in self._generate(images, beams=3)]
 
     def write_description(
-        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
+        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None,
+        columns: Sequence[str] = (),
     ) -> CaptionResult:
-        """Best of GIT's beams and the neighbours' captions, by CLIP similarity to the image plus consensus."""
+        """Best of GIT's beams and the neighbours' captions, by CLIP similarity to the image plus consensus.
+        (GIT ranks texts: the neighbours' labels and metadata ``columns`` are listed in the prompt, not weighed.)"""
         count = GIT_CONTEXT_BEAMS if context else GIT_BEAMS
         beams = [c for c in dict.fromkeys(self._generate([image], count, question)[0]) if not is_degenerate(c)]
         if not context:
             text = checked_text(beams[0] if beams else "")
             return CaptionResult(text, f"GIT ({self.model_id}), no retrieved context: best of {GIT_BEAMS} beams.")
+        ranked = self.rerank(image, beams, context)
+        lines = [f"{'GIT' if c.source == 'captioner' else 'retrieved'}\t{c.score:.3f}\t{c.text}" for c in ranked]
+        prompt = (
+            f"GIT ({self.model_id}) beam candidates pooled with the captions of {len(context)} retrieved neighbours,\n"
+            f"ranked by CLIP(image, text) + {CONSENSUS_WEIGHT} x mean CLIP(text, neighbour captions):\n"
+            + "\n".join(context_lines(context, columns=columns))
+            + "\n\nsource\tscore\tcandidate\n"
+            + "\n".join(lines)
+        )
+        return CaptionResult(ranked[0].text, prompt, ranked)
+
+    def rerank(self, image: Image.Image, beams: list[str], context: Sequence[Neighbour]) -> list[Candidate]:
+        """GIT's beams and the neighbours' captions, best first: CLIP(image, text) + CONSENSUS_WEIGHT x mean
+        CLIP(text, neighbour captions) (consensus reranking)."""
         retrieved = [c for hit in context for c in hit.captions[:CONTEXT_CAPTIONS_PER_HIT] if c]
+        rows: dict[str, int | None] = {}
+        for hit in context:
+            for caption in hit.captions[:CONTEXT_CAPTIONS_PER_HIT]:
+                rows.setdefault(caption, getattr(hit, "id", None))
         candidates = [c for c in dict.fromkeys(beams + retrieved) if not is_degenerate(c)]
         if not candidates:  # no usable beam and no usable neighbour caption
             raise CaptionerError(DEGENERATE.format(shown="nothing"))
         image_vec = self.encoder.encode_images([image])[0]
         cand_vecs = self.encoder.encode_texts(candidates)
         similarity = cand_vecs @ image_vec
-        consensus = (cand_vecs @ self.encoder.encode_texts(retrieved).T).mean(axis=1) if retrieved else 0.0
-        scores = similarity + CONSENSUS_WEIGHT * consensus
-        order = np.argsort(-scores)
-        lines = [
-            f"{'GIT' if candidates[i] in beams else 'retrieved'}\t{scores[i]:.3f}\t{candidates[i]}" for i in order
-        ]
-        prompt = (
-            f"GIT ({self.model_id}) beam candidates pooled with the captions of {len(context)} retrieved neighbours,\n"
-            f"ranked by CLIP(image, text) + {CONSENSUS_WEIGHT} x mean CLIP(text, neighbour captions):\n"
-            + "\n".join(context_lines(context))
-            + "\n\nsource\tscore\tcandidate\n"
-            + "\n".join(lines)
+        consensus = (
+            (cand_vecs @ self.encoder.encode_texts(retrieved).T).mean(axis=1)
+            if retrieved else np.zeros(len(candidates))
         )
-        return CaptionResult(candidates[int(order[0])], prompt)
+        scores = similarity + CONSENSUS_WEIGHT * consensus
+        return [
+            Candidate(
+                text=candidates[i], source="captioner" if candidates[i] in beams else "neighbour",
+                row=None if candidates[i] in beams else rows[candidates[i]],
+                image_match=round(float(similarity[i]), 4), agreement=round(float(consensus[i]), 4),
+                score=round(float(scores[i]), 4),
+            )
+            for i in np.argsort(-scores, kind="stable")
+        ]
 
 
 def load_captioner(

@@ -33,11 +33,13 @@ HUB_KWARGS = ("token", "revision", "cache_dir", "local_files_only")
 
 
 def qwen_user_text(
-    context: Sequence[Neighbour], question: str | None, clean: Callable[[str], str] = unchanged
+    context: Sequence[Neighbour], question: str | None, clean: Callable[[str], str] = unchanged,
+    columns: Sequence[str] = (),
 ) -> str:
-    """The text beside the image in the Qwen2-VL chat: retrieved context, then the instruction (all ``clean``ed)."""
+    """The text beside the image in the Qwen2-VL chat: retrieved context (captions, labels and the metadata
+    ``columns``), then the instruction (all ``clean``ed)."""
     ask = (clean(question) if question else "") or DEFAULT_ASK
-    lines = context_lines(context, clean)
+    lines = context_lines(context, clean, columns)
     if not lines:
         return ask
     return (
@@ -121,9 +123,11 @@ class Qwen2VLCaptioner:
         return [usable_caption(self._chat(image, qwen_user_text([], None))) for image in images]
 
     def write_description(
-        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None
+        self, image: Image.Image, context: Sequence[Neighbour], question: str | None = None,
+        columns: Sequence[str] = (),
     ) -> CaptionResult:
-        """Chat with the image and the retrieved captions/labels (control tokens removed) in the prompt."""
-        user_text = qwen_user_text(context, question, self.clean)
+        """Chat with the image and the retrieved captions/labels/metadata ``columns`` (control tokens removed) in
+        the prompt."""
+        user_text = qwen_user_text(context, question, self.clean, columns)
         text = checked_text(self._chat(image, user_text))
         return CaptionResult(text, f"[system] {QWEN_SYSTEM}\n[user] <image>\n{user_text}")

@@ -19,13 +19,14 @@ from rag.config import Settings
 from rag.errors import InvalidInput, RagError
 from rag.collection.hub import looks_like_repo_id
 from rag.models.adapter import base_encoder
-from rag.space.sessions import BuildCancelledWhileWaiting, SessionRegistry
+from rag.space.sessions import BuildCancelledWhileWaiting, BuildStopped, SessionRegistry, SessionState
 from rag.ingest.open_source import VISITOR, SourceSpec, open_source
 from rag.ingest.sources import Source
 
 log = logging.getLogger(__name__)
 
 MAX_RATIO = 100.0
+CANCELLED = "Build cancelled; nothing was kept."  # whichever step Cancel stopped: waiting, encoding or the map
 LOCAL_DATASETS_VARIABLE = "RAG_BUILD_LOCAL_DATASETS"  # "1": visitors may name local dataset paths (tests, dev)
 
 
@@ -57,9 +58,12 @@ class BuildProgress:
     def message(self) -> str:
         """One human line, e.g. "120 / 400 images · 14.2 images/s · about 20 s left"."""
         if self.stage == "waiting":
-            return f"Waiting for {self.waiting} build(s) ahead of yours (one build at a time in this Space)"
+            builds = "build" if self.waiting == 1 else "builds"
+            return f"Waiting: {self.waiting} {builds} ahead of yours (this Space builds one at a time)"
         if self.stage != "encoding":
             return self.stage
+        if self.total and self.done >= self.total:
+            return f"{self.done} / {self.total} images read · indexing them and drawing their map…"
         eta = f" · about {self.eta:.0f} s left" if self.eta is not None else ""
         return f"{self.done} / {self.total} images · {self.rate:.1f} images/s{eta}"
 
@@ -137,15 +141,16 @@ def run_session_build(
     """Build the session's collection and serve it to that session; returns ok, rows, skipped, seconds, rate.
     ``client`` (the caller's address) counts the build against that client's share of the line."""
     state, work = registry.begin_build(session_id, client)
+    on_progress = _kept_on(state, on_progress)
     started = time.perf_counter()
     source: Source | None = None
     try:
         with registry.line.turn(
-            on_wait=lambda ahead: on_progress and on_progress(BuildProgress(0, 0, waiting=ahead, stage="waiting")),
+            on_wait=lambda ahead: on_progress(BuildProgress(0, 0, waiting=ahead, stage="waiting")),
             should_stop=state.cancel.is_set,
         ):
-            if on_progress:
-                on_progress(BuildProgress(0, 0, stage="Reading the archive / dataset"))
+            reading = "Reading your archive…" if request.archive else "Reading the dataset…"
+            on_progress(BuildProgress(0, 0, stage=reading))
             source = make_source(request, work, settings, token, should_stop=state.cancel.is_set)
             meter = _Meter(on_progress)
             options = BuildOptions(batch_size=settings.build_batch_size, workers=1, progress=False)
@@ -154,9 +159,9 @@ def run_session_build(
                                         on_progress=meter, should_stop=state.cancel.is_set)
         name = _source_name(request)
         pipeline = registry.finish_build(session_id, work / "collection", name)
-    except (BuildCancelled, BuildCancelledWhileWaiting) as exc:
+    except (BuildCancelled, BuildCancelledWhileWaiting, BuildStopped):
         registry.abort_build(session_id, work)
-        return _failed(str(exc), source, started, cancelled=True)
+        return _failed(CANCELLED, source, started, cancelled=True)
     except InvalidInput:
         registry.abort_build(session_id, work, refund=True)
         raise
@@ -178,6 +183,16 @@ def run_session_build(
         "images_per_second": round((manifest.rows + manifest.skipped.get("count", 0)) / max(encode_seconds, 1e-6), 2),
         "collection": name, "info": pipeline.info(),
     }
+
+
+def _kept_on(state: SessionState, report: Callable[[BuildProgress], None] | None) -> Callable[[BuildProgress], None]:
+    """``report`` that also keeps the line on the session's state, where the page polls it (SessionRegistry.progress)."""
+    def tell(update: BuildProgress) -> None:
+        if not state.cancel.is_set():  # after Cancel the state says "Cancelling…" until the build stops
+            state.progress = update.message()
+        if report is not None:
+            report(update)
+    return tell
 
 
 def _source_name(request: BuildRequest) -> str:

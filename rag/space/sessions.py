@@ -37,6 +37,14 @@ class BuildLineFull(RagError):
     """The Space's build line (or this client's share of it) is full: the build is refused before any work."""
 
 
+class BuildRefused(InvalidInput):
+    """This session may not build now (one is running, or it has built its most): refused before any work."""
+
+
+class BuildStopped(RagError):
+    """The visitor pressed Cancel after the last check inside the build: the finished collection is discarded."""
+
+
 class BuildLine:
     """One build at a time per Space; the others wait in arrival order and can ask for their place."""
 
@@ -100,6 +108,7 @@ class SessionState:
     expires: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     published: dict[str, str] | None = None
+    progress: str = ""  # the running build's last progress line (place in line, images/s), for the page to poll
 
 
 def session_key(session_id: str) -> str:
@@ -212,14 +221,15 @@ class SessionRegistry:
                 self._sessions[key] = state
             state.building, state.builds, state.client = True, state.builds + 1, client
             state.cancel.clear()
+            state.progress = "Starting…"
             return state, state.folder / f"build-{state.builds}"
 
     def _check_admission(self, existing: SessionState | None, live: SessionState | None, client: str | None) -> None:
         """The per-session, line and per-client limits (lock held; ``existing`` even if expired or ended)."""
         if existing is not None and existing.building:
-            raise InvalidInput("A build is already running in this session; wait for it or cancel it.")
+            raise BuildRefused("A build is already running in this session; wait for it or cancel it.")
         if live is not None and live.builds >= self.max_builds:
-            raise InvalidInput(f"This session has built {live.builds} collections, the most allowed; "
+            raise BuildRefused(f"This session has built {live.builds} collections, the most allowed; "
                                "publish one or come back later.")
         building = [s for s in self._sessions.values() if s.building]
         if len(building) >= self.line_max:
@@ -245,6 +255,8 @@ class SessionRegistry:
                 if state is not None:
                     state.building = False
                 shutil.rmtree(collection_dir, ignore_errors=True)
+                if state is not None and current is state and not state.ended:
+                    raise BuildStopped("Build cancelled; nothing was kept.")
                 raise RagError("The session ended before its build finished; nothing was kept.")
             previous = state.collection_dir
             state.pipeline, state.collection_dir, state.use_own = pipeline, collection_dir, True
@@ -272,7 +284,14 @@ class SessionRegistry:
             if state is None or not state.building:
                 return False
             state.cancel.set()
+            state.progress = "Cancelling… nothing of this build will be kept."
             return True
+
+    def progress(self, session_id: str) -> str | None:
+        """The session's running build's last progress line; None when it has no build running."""
+        with self._lock:
+            state = self._sessions.get(session_key(session_id))
+            return state.progress if state is not None and state.building else None
 
     # -- clean-up ---------------------------------------------------------------------------------------
 
