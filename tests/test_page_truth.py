@@ -92,7 +92,9 @@ def test_an_empty_search_says_why_and_load_more_only_when_there_is_more(browser,
 
 def test_clicking_an_example_runs_its_search(browser, served):  # noqa: F811
     context, page = open_page(browser, served, DESKTOP)
-    example = page.locator(".gallery-item:visible").first
+    # the examples are drawn per session on load: wait until the first one shows its text
+    page.wait_for_function("() => (document.querySelector('#text-examples .gallery-item')?.innerText || '').trim()")
+    example = page.locator("#text-examples .gallery-item").first
     wanted = example.inner_text().strip()
     example.click()
     page.locator("#text-gallery img").first.wait_for()
@@ -119,7 +121,7 @@ def test_the_page_says_which_collection_it_searches(browser, served, tmp_path): 
       window.seen = {locked: false, building: false};
       new MutationObserver(() => {
         window.seen.locked ||= document.querySelector('#build-button').disabled;
-        window.seen.building ||= document.querySelector('#build-status').innerText.includes('Building');
+        window.seen.building ||= /Starting your build|images ·|Waiting:/.test(document.querySelector('#build-status').innerText);
       }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
     }""")
     page.locator("#build-button").click()
