@@ -197,7 +197,10 @@ def test_a_failed_scan_copy_build_leaves_exact_search_serving(caplog):
 def test_only_big_flat_collections_build_their_scan_copy_in_the_background():
     big = faiss.IndexFlatIP(8)
     big.add(np.eye(8, dtype=np.float32)[np.arange(20_000) % 8])
-    assert isinstance(start_searcher(big), DeferredSearcher)
+    deferred = start_searcher(big)
+    del big  # the searcher keeps the index it reads alive (a downcast view does not own it)
+    assert isinstance(deferred, DeferredSearcher) and deferred.wait(timeout=60) and deferred.inner is not None
+    assert deferred.search(np.eye(8, dtype=np.float32)[:1], 3)[1].shape == (1, 3)
     assert not isinstance(start_searcher(_tied_index(300)), DeferredSearcher)
 
 

@@ -54,8 +54,9 @@ class DeferredSearcher:
     """Exact search of an inner-product Flat index by ``build()``'s searcher once it is built (in a thread started
     here), by exact full scoring until then. A failed build is logged; the full scoring then goes on serving."""
 
-    def __init__(self, index: faiss.Index, build: Callable[[], object]) -> None:
+    def __init__(self, index: faiss.Index, build: Callable[[], object], owner: object = None) -> None:
         self.index = index
+        self._owner = owner  # the Python object owning the C++ index (a downcast view does not): alive while we read
         self.vectors = flat_vectors(index)
         self.inner: object | None = None
         self.build_seconds: float | None = None
@@ -104,5 +105,5 @@ def start_searcher(index: faiss.Index) -> Searcher:
     flat = faiss.downcast_index(index)
     if (type(flat) in (faiss.IndexFlatIP, faiss.IndexFlat) and flat.metric_type == faiss.METRIC_INNER_PRODUCT
             and flat.ntotal >= DEFER_MIN_ROWS):
-        return DeferredSearcher(flat, lambda: make_searcher(flat))
+        return DeferredSearcher(flat, lambda: make_searcher(flat), owner=index)
     return make_searcher(index)
