@@ -60,6 +60,12 @@ SETTLED_JS = """frames => new Promise(done => {
     step(frames); })"""
 
 
+def enabled(page, selector: str) -> None:
+    """Wait until a button is enabled and its fade from the disabled look (opacity, grayscale) has ended."""
+    page.wait_for_function("""s => { const b = document.querySelector(s), c = b && getComputedStyle(b);
+        return !!b && !b.disabled && c.opacity === '1' && c.filter === 'none'; }""", arg=selector)
+
+
 def settle(page) -> None:
     """Wait until the page's events are done and no transition or animation is changing what axe would measure."""
     page.wait_for_function(SETTLED_JS, arg=QUIET_FRAMES, polling=100)
@@ -108,7 +114,7 @@ def test_no_wcag_violations_in_any_state(browser, served, scheme):  # noqa: F811
         found["text tab, results"] = violations(page)
         page.locator("#text-gallery img").first.click()
         page.locator("#text-details").get_by_text("Label:").wait_for()
-        page.wait_for_function("() => !document.querySelector('#text-more').disabled")
+        enabled(page, "#text-more")
         settle(page)  # the button's colours transition when it becomes enabled: measure them settled
         found["text tab, result selected"] = violations(page)
         page.locator("#query textarea").fill(" ")
@@ -255,6 +261,8 @@ def test_every_tab_passes_axe_when_opened(browser, served, scheme):  # noqa: F81
         assert len(tab_ids) >= 3, tab_ids
         for tab_id in tab_ids:
             open_tab(page, tab_id)
+            if tab_id == "explore":  # the map is drawn after the tab opens, without a pending marker
+                page.locator(GRAPH).wait_for()
             settle(page)
             found[tab_id] = violations(page)
     finally:
@@ -286,8 +294,7 @@ def test_search_duplicates_explore_and_build_pass_axe_with_results_and_errors(br
         check("search, results")
         page.locator("#search-gallery img").first.click()
         page.locator("#search-details").get_by_text("Label:").wait_for()
-        page.wait_for_function("""() => { const b = document.querySelector('#search-more'), c = getComputedStyle(b);
-            return !b.disabled && c.opacity === '1' && c.filter === 'none'; }""")  # enabled, its fade-in done
+        enabled(page, "#search-more")
         check("search, result selected")
         page.locator("#search-query textarea").fill(" ")
         page.locator("#search-button").click()

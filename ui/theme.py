@@ -39,8 +39,9 @@ CSS = f"""
 }}
 .dark :where(button, a, input, textarea, select, [role="tab"], [tabindex]):focus-visible {{ outline-color: #c7d2fe; }}
 .live-status {{ overflow: visible !important; }}
-/* The Explore message never scrolls inside itself (axe: a scrollable region must be focusable). */
-#explore-message, #explore-message > * {{ overflow: visible !important; max-height: none !important; }}
+/* The Explore message grows with its text instead of scrolling inside a fixed box (axe: scrollable-region). */
+#explore-message {{ height: auto !important; min-height: 0 !important; max-height: none !important;
+  overflow: visible !important; }}
 /* Result galleries grow with their rows: Gradio caps an "auto" gallery at ~500 px with a scrollbar inside, which
    hid the third row of 12 results and every row that Load more appended. */
 .results-gallery .grid-wrap.fixed-height {{ max-height: none !important; height: auto !important;
