@@ -20,7 +20,7 @@ import numpy as np
 
 from rag.search.flat import INT8_MIN_ROWS, Searcher, make_searcher
 from rag.search.index import search as index_search
-from rag.search.scan import flat_vectors, one_thread
+from rag.search.scan import exact_scores_into, flat_vectors, one_thread
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,13 @@ DEFER_MIN_ROWS = INT8_MIN_ROWS  # below this the (fp16) scan copy takes millisec
 
 
 def exact_scores(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Every row's score with FAISS's ``fvec_inner_products_by_idx``, the kernel ``rag.search.scan.rescore`` uses
+    """Every row's score with ``rag.search.scan.exact_scores_into``, the kernel ``rag.search.scan.rescore`` uses
     (so the scores are bit for bit those of a rescoring)."""
-    query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
     scores = np.empty(len(vectors), dtype=np.float32)
     with one_thread():
         for start in range(0, len(vectors), SCORE_CHUNK):
             ids = np.arange(start, min(len(vectors), start + SCORE_CHUNK), dtype=np.int64)
-            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(scores[start:]), faiss.swig_ptr(query),
-                                             faiss.swig_ptr(vectors), faiss.swig_ptr(ids), vectors.shape[1], 1, len(ids))
+            exact_scores_into(scores[start:], vectors, query, ids)
     return scores
 
 

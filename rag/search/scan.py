@@ -66,16 +66,22 @@ class ShardPool:
         return list(self._pool.map(run, shards))
 
 
+def exact_scores_into(out: np.ndarray, vectors: np.ndarray, query: np.ndarray, ids: np.ndarray) -> None:
+    """``out[i]`` = the exact score of row ``ids[i]`` (FAISS's kernel on the fp32 vectors): the one kernel every
+    exact answer is scored with, so rescoring and full scoring agree bit for bit."""
+    if len(ids):
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(vectors),
+                                         faiss.swig_ptr(ids), vectors.shape[1], 1, len(ids))
+
+
 def rescore(vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` of the candidate rows by exact score (FAISS's kernel on the fp32 vectors), then by id;
     (1, k) float32 scores and int64 ids. ``candidates`` must hold every row that can be in the top k."""
     ids = np.unique(np.asarray(candidates, dtype=np.int64))  # ascending: rows are read in file order
     scores = np.empty(len(ids), dtype=np.float32)
-    query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-    if len(ids):
-        with one_thread():  # FAISS would fork an OpenMP team for this; on a busy machine that costs ~20 ms
-            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(scores), faiss.swig_ptr(query), faiss.swig_ptr(vectors),
-                                             faiss.swig_ptr(ids), vectors.shape[1], 1, len(ids))
+    with one_thread():  # FAISS would fork an OpenMP team for this; on a busy machine that costs ~20 ms
+        exact_scores_into(scores, vectors, query, ids)
     order = np.lexsort((ids, -scores))[:k]
     return scores[order][None, :], ids[order][None, :]
 
