@@ -153,8 +153,9 @@ def test_an_own_collection_brings_its_own_examples_and_they_run(browser, served,
 
     context, page = open_page(browser, served[0])
     examples = page.locator("#text-examples")
-    space_first = examples.locator(".gallery-item").first.inner_text().strip()  # one of the Space's labels
-    assert space_first.endswith(("circle", "square", "triangle"))
+    first_item = examples.locator(".gallery-item").first
+    first_item.get_by_text(re.compile(r"(circle|square|triangle)$")).wait_for()  # the session's examples are drawn
+    space_first = first_item.inner_text().strip()  # one of the Space's labels
     space_pictures = image_sources(page, "#image-examples")
     page.get_by_role("tab", name="Build your own").click()
     page.locator("#build-archive input[type=file]").set_input_files(str(shapes_archive(tmp_path / "mine.zip", n=9)))
