@@ -138,6 +138,12 @@ def test_ray_flags_need_the_ray_engine(capsys):
     assert "--engine ray" in capsys.readouterr().err
 
 
+def test_int8_is_refused_with_the_ray_engine_rather_than_ignored(capsys):
+    with pytest.raises(SystemExit):
+        index_build.parse_args(["--images", "x", "--out", "y", "--engine", "ray", "--quantize", "int8"])
+    assert "--quantize int8 needs --engine local" in capsys.readouterr().err
+
+
 def test_the_space_never_imports_ray():
     code = "import sys, app, rag.pipeline; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

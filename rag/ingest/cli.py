@@ -42,6 +42,9 @@ def _check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace
     """Ray-only flags need --engine ray; at least one worker."""
     if args.engine == "local" and (args.ray_address or args.num_gpus):
         parser.error("--ray-address and --num-gpus need --engine ray")
+    if args.engine == "ray" and args.quantize == "int8":
+        parser.error("--quantize int8 needs --engine local: Ray replicas encode in fp32 (fp16 on CUDA), and only the "
+                     "local engine ships the int8 text tower with the collection")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
 
