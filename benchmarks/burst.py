@@ -67,9 +67,14 @@ def prepare(work: Path, rows: int, clip_kind: str) -> tuple[str, dict[str, Path]
     return str(clip), collections
 
 
-def serve(collection: Path, port: int, cache: Path, unbatched: bool) -> None:
+MODES = ("unbatched", "batched", "no search")
+
+
+def serve(collection: Path, port: int, cache: Path, mode: str) -> None:
     """The server process: the app around one collection. ``unbatched`` puts back what came before batching:
-    each call encodes and searches alone, and /search_text shares the 4 search slots of the other searches."""
+    each call encodes and searches alone, and /search_text shares the 4 search slots of the other searches.
+    ``no search`` answers every call with the hits of one search made at start (no encoding, no search, the same
+    10 thumbnails): the qps of Gradio, the app's glue and the clients alone, a ceiling no search can pass."""
     import app
     import rag.pipeline
     import ui.context
@@ -77,21 +82,24 @@ def serve(collection: Path, port: int, cache: Path, unbatched: bool) -> None:
     from rag.config import Settings
     from rag.startup import open_pipeline
 
-    if unbatched:
+    if mode == "unbatched":
         rag.pipeline.BatchingSearcher = lambda searcher: searcher
         rag.pipeline.batch_encoder = lambda encode: lambda text: encode([text])
         ui.search_tabs.TEXT_LIMITS = ui.context.SEARCH_LIMITS
     pipeline = open_pipeline(Settings(cache_dir=cache, quantize="none"), collection_dir=collection, with_captioner=False)
+    if mode == "no search":
+        answer = pipeline.search_text("red circle", 10)
+        pipeline.search_text = lambda query, k=10: answer[: int(k)]
     app.launch(app.build_demo(pipeline), server_name="127.0.0.1", server_port=port, quiet=True)
 
 
-def start_server(collection: Path, cache: Path, unbatched: bool) -> tuple[subprocess.Popen, str]:
+def start_server(collection: Path, cache: Path, mode: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "benchmarks.burst", "serve", str(collection), str(port), str(cache)]
     env = {**os.environ, "GRADIO_PROFILING": "1"}
-    server = subprocess.Popen(command + (["--unbatched"] if unbatched else []), env=env)
+    server = subprocess.Popen(command + ["--mode", mode], env=env)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(600):
         try:
@@ -163,6 +171,15 @@ def client_burst(url: str, clients: int, calls: int, k: int, seed: int) -> tuple
     return [t for times in done for t in times], wall
 
 
+def cpu_seconds(server_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the server process (all its threads) and by this one (the simulated visitors):
+    with both on one machine, qps can be at most its cores divided by their sum per call."""
+    import psutil
+
+    server, clients = psutil.Process(server_pid).cpu_times(), psutil.Process().cpu_times()
+    return server.user + server.system, clients.user + clients.system
+
+
 def profile(url: str, clear: bool = False) -> dict:
     """Gradio's per-phase summary (ms) since the last clear."""
     if clear:
@@ -208,21 +225,25 @@ def stages(collection: Path, cache: Path, k: int, batch: int = 16, repeat: int =
 
 
 def burst_rows(name: str, folder: Path, cache: Path, args: argparse.Namespace) -> list[dict]:
-    """Every level and way against one collection, text batching off then on (one server each)."""
+    """Every level and way against one collection, text batching off, then on, then (``--floor``) no search at all
+    (one server each)."""
     rows = []
-    for mode in ("unbatched", "batched"):
-        server, url = start_server(folder, cache, unbatched=mode == "unbatched")
+    for mode in MODES if args.floor else MODES[:2]:
+        server, url = start_server(folder, cache, mode)
         try:
             raw_burst(url, 2, 2, args.k, seed=1)  # warm: models, thumbnails cache, first-call paths
             for way, burst in [w for w in (("raw HTTP", raw_burst), ("gradio_client", client_burst)) if w[0] in args.ways]:
                 for clients in args.levels:
                     profile(url, clear=True)
                     per_visitor = max(args.calls, -(-args.min_calls // clients))
+                    cpu = cpu_seconds(server.pid)
                     times, wall = burst(url, clients, per_visitor, args.k, seed=clients)
+                    cpu = [(after - before) * 1e3 / len(times) for before, after in zip(cpu, cpu_seconds(server.pid))]
                     p50, p95 = (float(np.percentile(times, p)) * 1e3 for p in (50, 95))
                     rows.append({"collection": name, "batching": mode, "way": way, "clients": clients,
                                  "calls": len(times), "qps": len(times) / wall, "p50_ms": p50, "p95_ms": p95,
                                  "p95_over_p50": p95 / p50, "load_1min": os.getloadavg()[0],
+                                 "server_cpu_ms_per_call": cpu[0], "client_cpu_ms_per_call": cpu[1],
                                  **{f"server_{phase}_p50_ms": ms for phase, ms in profile(url).items()}})
                     print({key: round(v, 2) if isinstance(v, float) else v for key, v in rows[-1].items()}, flush=True)
         finally:
@@ -245,6 +266,8 @@ def main() -> None:
     parser.add_argument("--clip", choices=["tiny", "vit-b32"], default="tiny", help="tiny test CLIP (default), or "
                         "random weights of ViT-B/32's size, served in fp32 (RAG_QUANTIZE=none)")
     parser.add_argument("--ways", default="raw HTTP,gradio_client", type=lambda s: s.split(","))
+    parser.add_argument("--floor", action="store_true", help="also serve answers without any search (the same "
+                        "hits every call): the qps Gradio, the app's glue and the clients leave on this machine")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="burst-"))
     _, collections = prepare(work, args.rows, args.clip)
@@ -257,11 +280,11 @@ def main() -> None:
            f"on (same run, same machine); {args.clip} CLIP (fp32), k={args.k}, a new query every call", rows,
            ["collection", "batching", "way", "clients", "calls", "qps", "qps_vs_unbatched", "p50_ms", "p95_ms",
             "p95_over_p50", "server_queue_wait_p50_ms", "server_fn_call_p50_ms", "server_postprocess_p50_ms",
-            "server_total_p50_ms", "load_1min"], extra={"stages_ms": parts, "k": args.k, "clip": args.clip})
+            "server_total_p50_ms", "server_cpu_ms_per_call", "client_cpu_ms_per_call", "load_1min"], extra={"stages_ms": parts, "k": args.k, "clip": args.clip})
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), "--unbatched" in sys.argv)
+        serve(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), sys.argv[sys.argv.index("--mode") + 1])
     else:
         main()

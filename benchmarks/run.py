@@ -60,9 +60,9 @@ PLAN = [
     Bench("describe_speed", (), ("--calls", "1", "--sample", "4", "--tokens", "4")),
     Bench("gpu_duration", (), ("--tokens", "4",)),
     Bench("app_latency", (), ("--calls", "2",)),
-    Bench("burst", ("--rows", "100000"), ("--levels", "1,4", "--calls", "1", "--min-calls", "4")),
+    Bench("burst", ("--rows", "100000", "--floor"), ("--levels", "1,4", "--calls", "1", "--min-calls", "4")),
     # the text tower of ViT-B/32's size, where encoding dominates a call (results/burst_vit-b32.json)
-    Bench("burst", ("--clip", "vit-b32", "--rows", "100000", "--ways", "raw HTTP"), quick_needs=("full-run",)),
+    Bench("burst", ("--clip", "vit-b32", "--rows", "100000", "--ways", "raw HTTP", "--floor"), quick_needs=("full-run",)),
     Bench("decode_memory", (), ("--calls", "2", "--side", "2000")),
     Bench("build_contention", (), ("--images", "8", "--batch-sizes", "8", "--calls", "3")),
     # the fair comparison (same neighbours, one thread each), on clusters that overlap enough to tell methods apart

@@ -316,6 +316,7 @@ _BURST_COLUMNS = [
     ("clients", "clients", "int"), ("calls", "calls", "int"), ("qps", "qps", MS), ("qps vs unbatched", "qps_vs_unbatched", ".2f"),
     ("p50 ms", "p50_ms", MS), ("p95 ms", "p95_ms", MS), ("server queue wait p50 ms", "server_queue_wait_p50_ms", MS),
     ("server function p50 ms", "server_fn_call_p50_ms", MS), ("server total p50 ms", "server_total_p50_ms", MS),
+    ("server CPU ms a call", "server_cpu_ms_per_call", MS), ("visitors' CPU ms a call", "client_cpu_ms_per_call", MS),
     ("load (1 min)", "load_1min", ".1f")]
 _STAGE_COLUMNS = [
     ("collection", "collection", "text", "left"), ("encode 1 query", "encode_ms", MS),
@@ -330,16 +331,22 @@ def _stage_rows(data: dict) -> list[dict]:
 
 
 def _burst_notes(data: dict, load: Load) -> str:
-    """Batched against unbatched at the most clients, per collection and way (the same run)."""
+    """qps against unbatched at 16 clients (the issue's level) and at the most clients, per collection and way
+    (the same run): batched, and (runs with ``--floor``) with no search at all, the ceiling Gradio leaves."""
     most = max(row["clients"] for row in data["rows"])
-    parts = []
-    for row in data["rows"]:
-        if row["clients"] == most and row["batching"] == "batched":
-            plain = _row(data, collection=row["collection"], way=row["way"], clients=most, batching="unbatched")
-            parts.append(f"{row['collection']}, {row['way']}: {row['qps_vs_unbatched']:.2f}× the qps, p95 "
-                         f"{row['p95_ms'] / plain['p95_ms']:.2f}× and server queue wait p50 "
-                         f"{row['server_queue_wait_p50_ms'] / plain['server_queue_wait_p50_ms']:.2f}× the unbatched ones")
-    return f"Batching at {most} clients: " + "; ".join(parts) + "."
+    sentences = []
+    for level in sorted({16, most} & {row["clients"] for row in data["rows"]}):
+        parts = []
+        for collection, way in dict.fromkeys((row["collection"], row["way"]) for row in data["rows"]):
+            found = {row["batching"]: row for row in data["rows"]
+                     if (row["collection"], row["way"], row["clients"]) == (collection, way, level)}
+            text = (f"{collection}, {way}: batched {found['batched']['qps_vs_unbatched']:.2f}× "
+                    f"(p95/p50 {found['batched']['p95_over_p50']:.2f})")
+            if "no search" in found:
+                text += f", no search at all {found['no search']['qps_vs_unbatched']:.2f}×"
+            parts.append(text)
+        sentences.append(f"qps against unbatched at {level} clients — " + "; ".join(parts) + ".")
+    return " ".join(sentences)
 
 
 def _stage_notes(data: dict, load: Load) -> str:
