@@ -60,7 +60,7 @@ PLAN = [
     Bench("describe_speed", (), ("--calls", "1", "--sample", "4", "--tokens", "4")),
     Bench("gpu_duration", (), ("--tokens", "4",)),
     Bench("app_latency", (), ("--calls", "2",)),
-    Bench("burst", ("--rows", "100000", "--floor"), ("--levels", "1,4", "--calls", "1", "--min-calls", "4")),
+    Bench("burst", ("--rows", "100000", "--floor"), ("--levels", "1,4", "--calls", "1", "--min-calls", "4", "--floor")),
     # the text tower of ViT-B/32's size, where encoding dominates a call (results/burst_vit-b32.json)
     Bench("burst", ("--clip", "vit-b32", "--rows", "100000", "--ways", "raw HTTP", "--floor"), quick_needs=("full-run",)),
     Bench("decode_memory", (), ("--calls", "2", "--side", "2000")),
