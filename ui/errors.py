@@ -64,23 +64,21 @@ def bad_image(exc: BaseException | None) -> bool:
     return isinstance(exc, InvalidInput) and isinstance(exc.__cause__, (OSError, SyntaxError, ValueError))
 
 
-def to_gr_error(exc: BaseException, where: str, visible: bool = True) -> gr.Error:
-    """InvalidInput -> "Invalid input"; other RagErrors -> their message; anything else -> a short logged note.
-    ``visible=False``: no pop-up (the tab shows the message in place); API clients get the message all the same."""
+def to_gr_error(exc: BaseException, where: str) -> gr.Error:
+    """InvalidInput -> "Invalid input"; other RagErrors -> their message; anything else -> a short logged note."""
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, InvalidInput):
-        return gr.Error(in_words(exc), title="Invalid input", print_exception=False, visible=visible)
+        return gr.Error(in_words(exc), title="Invalid input", print_exception=False)
     if isinstance(exc, GpuUnavailable):
         log.warning("%s: GPU unavailable: %s", where, exc)
-        return gr.Error(scrub_paths(str(exc)), title="GPU unavailable", print_exception=False, visible=visible)
+        return gr.Error(scrub_paths(str(exc)), title="GPU unavailable", print_exception=False)
     if isinstance(exc, RagError):
         log.warning("%s failed: %s", where, exc)
-        return gr.Error(scrub_paths(str(exc)), print_exception=False, visible=visible)
+        return gr.Error(scrub_paths(str(exc)), print_exception=False)
     log.error("%s failed", where, exc_info=exc)
     return gr.Error(
         "Something went wrong on our side; it has been logged. Please try again.", print_exception=False,
-        visible=visible,
     )
 
 
@@ -130,8 +128,8 @@ def guarded(fn: Callable[..., Any], startup_error: str | None, board: ErrorBoard
                 raise gr.Error(startup_error, title=NOT_CONFIGURED, print_exception=False)
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a readable gr.Error
-            error = to_gr_error(exc, fn.__name__, visible=board is None)
-            if board is not None:
+            error = to_gr_error(exc, fn.__name__)
+            if board is not None:  # no pop-up: the tab shows the message in place; API clients get it all the same
                 error.visible = False
                 board.put(_request_of(args, kwargs), fn.__name__, error.message, bad_image(exc))
             raise error from None
