@@ -208,9 +208,10 @@ def load_pipeline(settings: Settings | None = None) -> tuple[Pipeline | StartupE
         log.error("start-up failed: %s", error, exc_info=not isinstance(exc, RagError))
         return error, None
     try:
-        started = time.perf_counter()
+        stages = StageClock()
         pipeline = pipeline.with_captioner(load_captioner_for(settings, pipeline.encoder))
-        log.info("start-up stages: %s", json.dumps({"captioner": round(time.perf_counter() - started, 3)}))
+        stages.lap("captioner")
+        log.info("start-up stages: %s", stages.summary())
     except Exception as exc:
         error = startup_error(exc if isinstance(exc, RagError) else CaptionerError(f"{type(exc).__name__}: {exc}"))
         log.error("%s", error, exc_info=not isinstance(exc, RagError))

@@ -190,14 +190,16 @@ def export_int8(owner: nn.Module, sample: Mapping[str, torch.Tensor], folder: Pa
 class OnnxTextRunner:
     """Runs the exported int8 text tower on features from the SentenceTransformer's own ``preprocess``."""
 
-    def __init__(self, path: Path, threads: int, key: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, path: Path, threads: int, key: Mapping[str, Any] | None = None,
+                 shipped_entry: Mapping[str, Any] | None = None) -> None:
         # one thread: a one-query forward gains nothing from a pool (measured 7.1 ms on 1 thread, 6.2 ms on 2
         # on 2 vCPU), and a pool's busy-waiting threads slowed the app's torch work (image queries, the
         # captioner) on the same cores by 1.8x
         self.session = cpu_session(path, threads)
         self.path = path
         self.key = dict(key or {})  # the export key (export_key): what a collection built with it ships
-        self.shipped_entry: dict[str, Any] = {}  # the manifest's entry when the file is the collection's own export
+        # the manifest's entry when the file is the collection's own export
+        self.shipped_entry: dict[str, Any] = dict(shipped_entry or {})
 
     @property
     def shipped(self) -> bool:
@@ -227,9 +229,7 @@ def int8_text_runner(text_model: Any, cache_dir: Path, shipped: ShippedExport | 
             why = key_mismatch(shipped.key, key)
             if not why:
                 log.info("int8 text tower: the collection's export (%s), no export needed", shipped.path.name)
-                runner = OnnxTextRunner(shipped.path, threads=1, key=key)
-                runner.shipped_entry = dict(shipped.key)
-                return runner
+                return OnnxTextRunner(shipped.path, threads=1, key=key, shipped_entry=shipped.key)
             log.warning("int8 text tower: the collection's export is not used (%s); exporting it here", why)
         folder = Path(cache_dir) / "onnx" / key_folder(key)
         if not (folder / INT8_FILE).is_file():

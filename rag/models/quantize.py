@@ -241,11 +241,11 @@ def quantize_encoder(
     towers = tuple(towers)
     if mode == "none":
         return QuantizeResult(requested, "none", reason="not requested" if requested == "none" else "no quantised path on this device")
-    fp32: list[np.ndarray] = []  # the fp32 probes, computed once and only when needed
+    fp32: np.ndarray | None = None  # the fp32 probes, computed once and only when needed
     reasons, cosine = [], None
     for engine, convert in _conversions(encoder, towers, mode, cache_dir, shipped):
-        if engine == "torch" and not fp32:
-            fp32.append(fp32_probe(encoder, towers))  # before the towers are swapped
+        if engine == "torch" and fp32 is None:
+            fp32 = fp32_probe(encoder, towers)  # before the towers are swapped
         try:
             restore = convert()
         except (ValueError, RuntimeError) as exc:
@@ -254,8 +254,8 @@ def quantize_encoder(
             continue
         reference = shipped_reference(encoder, towers) if engine == "onnxruntime" else None
         if reference is None:
-            fp32 = fp32 or [fp32_probe(encoder, towers)]
-            reference = fp32[0]
+            fp32 = fp32_probe(encoder, towers) if fp32 is None else fp32
+            reference = fp32
         cosine = fidelity(reference, _probe(encoder, towers))
         if cosine >= min_cosine:
             log.info("%s %s %s encoding (min cosine %.4f to fp32 on %d probes)", engine, mode, "+".join(towers),
