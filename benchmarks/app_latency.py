@@ -21,7 +21,6 @@ import argparse
 import functools
 import json
 import logging
-import socket
 import statistics
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 
 import app
-from benchmarks.common import report
+from benchmarks.common import free_port, report
 from rag.config import Settings
 from rag.startup import open_pipeline
 
@@ -103,9 +102,7 @@ def main() -> None:
                                       collection_dir=collection)
     image = folder / "set_a" / "img_001.jpg"
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     demo = app.build_demo(pipeline)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     # The default client downloads every gallery thumbnail (one GET each); download_files=False returns URLs.

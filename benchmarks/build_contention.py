@@ -18,7 +18,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse
-import socket
 import tempfile
 import threading
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from benchmarks.build_speed import write_jpegs
-from benchmarks.common import report, speed_clip, summary
+from benchmarks.common import free_port, report, speed_clip, summary
 from gradio_client import Client, handle_file
 
 import app
@@ -38,12 +37,6 @@ from rag.ingest.sources import FolderSource
 from rag.startup import open_pipeline
 
 QUERIES = ["a dog on the beach", "two people riding bicycles", "a red car", "a child with ice cream"]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _search_times(client: Client, calls: int | None = None, until: threading.Event | None = None) -> np.ndarray:
@@ -101,7 +94,7 @@ def main() -> None:
             os.environ["RAG_BUILD_BATCH_SIZE"] = str(batch_size)
             os.environ["RAG_SESSION_MAX_BUILDS"] = "100"
             demo = app.build_demo(pipeline)
-            _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=_port(), prevent_thread_lock=True,
+            _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                    quiet=True)
             searcher = Client(url, verbose=False, download_files=str(tmp / "dl"), analytics_enabled=False)
             idle = _search_times(searcher, calls=3)  # warm-up

@@ -22,7 +22,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.common import clustered_vectors, report
+from benchmarks.common import clustered_vectors, free_port, report
 
 WORDS = ("red", "green", "blue", "yellow", "circle", "square", "triangle", "small", "large", "photo", "bright", "dark")
 
@@ -94,9 +93,7 @@ def serve(collection: Path, port: int, cache: Path, mode: str) -> None:
 
 
 def start_server(collection: Path, cache: Path, mode: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "benchmarks.burst", "serve", str(collection), str(port), str(cache)]
     env = {**os.environ, "GRADIO_PROFILING": "1"}
     server = subprocess.Popen(command + ["--mode", mode], env=env)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -65,6 +66,13 @@ def machine() -> dict[str, Any]:
 def results_dir() -> Path:
     """Where tables are written: ``$RAG_BENCH_RESULTS`` when set (``benchmarks.run --out``), else benchmarks/results."""
     return Path(os.environ.get(RESULTS_ENV) or ROOT / "benchmarks" / "results")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server the benchmark starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def smoke() -> bool:

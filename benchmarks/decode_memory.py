@@ -20,7 +20,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import report  # noqa: E402
+from benchmarks.common import free_port, report  # noqa: E402
 
 import numpy as np
 import psutil
@@ -158,9 +157,7 @@ def measure(calls: int, side: int, models: Path | None) -> tuple[Path, tuple]:
     collection = build_shapes(write_shape_folder(work / "shapes", n=48), work / "collection", str(clip))
     png = write_big_png(work / "big16.png", side)
     small = work / "shapes" / "set_a" / "img_001.jpg"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(collection), str(work / "cache"), str(port)],
                               stdout=subprocess.PIPE, text=True)
     try:

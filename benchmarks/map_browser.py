@@ -11,12 +11,11 @@ button click to Plotly's ``plotly_afterplot`` (server figure -> JSON -> browser 
 from __future__ import annotations
 
 import argparse
-import socket
 import time
 
 import numpy as np
 
-from benchmarks.common import report
+from benchmarks.common import free_port, report
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
@@ -63,9 +62,7 @@ def measure(rows: int, browser) -> dict:
         button = gr.Button("show", elem_id="bench-show")
         plot = gr.Plot(elem_id="bench-map")
         button.click(lambda: map_figure(points, None, highlight=list(range(12))), None, plot)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.common import ROOT, clip_dim, clustered_vectors, report, smoke, speed_clip
+from benchmarks.common import ROOT, clip_dim, clustered_vectors, free_port, report, smoke, speed_clip
 
 SCENARIOS = ("as before", "first start", "restart, warm cache", "restart, shipped export")
 STAGES = ("python", "imports", "collection", "scan copy started", "encoder", "text tower", "captioner", "pipeline",
@@ -182,9 +181,7 @@ def first_answer(url: str, server: subprocess.Popen, limit: float = 600) -> tupl
 
 def start_once(collection: Path, cache: Path, model: str, captioner: str, before: bool, work: Path) -> dict[str, Any]:
     """Start the app in a new process, ask one /search_text; seconds per stage, total and the load average."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     timings = work / "timings.jsonl"
     timings.unlink(missing_ok=True)
     env = {**os.environ, "RAG_COLLECTION": str(collection), "RAG_CACHE_DIR": str(cache), "RAG_CAPTIONER": "git",
