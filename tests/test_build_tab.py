@@ -115,3 +115,26 @@ def test_bad_build_requests_get_clear_messages(space, tmp_path):
     with pytest.raises(AppError, match="compression bomb"):
         client.predict(handle_file(str(bomb)), "", "train", "", "", "", False, 0, api_name="/build")
     assert client.predict(api_name="/info")["rows"] == 24
+
+
+def test_a_failed_build_leaves_its_reason_for_that_sessions_status_line_once(tmp_path):
+    """The page's status line reads why this session's last /build raised: once, never another session's, and
+    nothing for MCP calls (which share one session)."""
+    from types import SimpleNamespace
+
+    from rag.errors import InvalidInput
+    from rag.space.sessions import SessionRegistry
+    from ui.build_handlers import BuildHandlers
+    from ui.context import MCP_USER
+
+    handlers = BuildHandlers(SessionRegistry(None, tmp_path / "sessions"), Settings(cache_dir=tmp_path / "cache"))
+    mine, other = (SimpleNamespace(session_hash=h, headers={}) for h in ("tab-1", "tab-2"))
+    with pytest.raises(InvalidInput, match="archive is gone"):
+        handlers.build(archive=str(tmp_path / "deleted.zip"), request=mine)
+    assert handlers.last_failure(other) is None
+    assert "archive is gone" in handlers.last_failure(mine)
+    assert handlers.last_failure(mine) is None  # shown once
+    agent = SimpleNamespace(session_hash="tab-1", headers={"x-gradio-user": MCP_USER})
+    with pytest.raises(InvalidInput):
+        handlers.build(archive=str(tmp_path / "deleted.zip"), request=mine)
+    assert handlers.last_failure(agent) is None

@@ -24,7 +24,7 @@ from rag.space.session_build import BuildProgress, BuildRequest, run_session_bui
 from rag.space.sessions import BuildLineFull, BuildRefused, SessionRegistry
 
 from .context import client_of, own_session, through_mcp
-from .errors import scrub_paths, scrub_result
+from .errors import ErrorBoard, scrub_paths, scrub_result
 from .uploads import UploadJanitor
 
 log = logging.getLogger("ui.build")
@@ -65,7 +65,9 @@ class BuildHandlers:
     def __init__(self, registry: SessionRegistry, settings: Settings, uploads: UploadJanitor | None = None) -> None:
         self.registry, self.settings, self.uploads = registry, settings, uploads
         self._serving = threading.Lock()  # one owner swap at a time (the event itself has no concurrency limit)
-        self.failures: dict[str, str] = {}  # session -> why its last /build raised, for the status line (popped)
+        # why each session's last /build raised, for the page's status line (the newest MAX_FAILURES: API callers
+        # never ask for theirs)
+        self.failures = ErrorBoard(size=MAX_FAILURES)
 
     def build(self, archive: str | None = None, dataset: str = "", split: str = "train", image_column: str = "",
               caption_column: str = "", label_column: str = "", label_from_folder: bool = False, limit: float = 0,
@@ -90,17 +92,17 @@ class BuildHandlers:
             if build_request.archive and not Path(build_request.archive).is_file():
                 gone = InvalidInput(f"The uploaded archive is gone: uploads no build uses within "
                                     f"{self.settings.upload_grace // 60} minutes are deleted. Upload it again.")
-                self._remember_failure(session, gone)
+                self._remember_failure(request, gone)
                 raise gone
             try:  # the visitor's own token reads their gated/private datasets; the Space's HF_TOKEN is never lent
                 result = run_session_build(self.registry, session, build_request, self.settings, report,
                                            _token(token), client=client_of(request))
             except (BuildRefused, BuildLineFull) as exc:  # refused before any work: the upload waits for a retry
-                self._remember_failure(session, exc)
+                self._remember_failure(request, exc)
                 raise
             except Exception as exc:
                 claim.used = True  # the build ran and failed: its upload goes now, as after a success or Cancel
-                self._remember_failure(session, exc)
+                self._remember_failure(request, exc)
                 raise
             claim.used = True
         return scrub_result(result)
@@ -116,16 +118,14 @@ class BuildHandlers:
         line = self.registry.progress(own_session(request) or "")
         return gr.update() if line is None else f"⏳ {line}"
 
-    def _remember_failure(self, session: str, exc: BaseException) -> None:
-        """Keep why the build raised for the page's status line (the newest MAX_FAILURES: API callers never ask)."""
-        self.failures.pop(session, None)
-        self.failures[session] = scrub_paths(str(exc))
-        while len(self.failures) > MAX_FAILURES:
-            self.failures.pop(next(iter(self.failures)))
+    def _remember_failure(self, request: gr.Request, exc: BaseException) -> None:
+        """Keep why the build raised for the page's status line."""
+        self.failures.put(request, "build", scrub_paths(str(exc)))
 
     def last_failure(self, request: gr.Request) -> str | None:
         """Why this session's last /build raised (once; None when it did not)."""
-        return self.failures.pop(own_session(request) or "", None)
+        found = self.failures.pop(request, "build") if own_session(request) else None
+        return found[0] if found else None
 
     def may_publish(self, request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[bool, str]:
         """Whether Publish can work for this visitor now, and the hint to show when it cannot."""

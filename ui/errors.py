@@ -102,11 +102,15 @@ class ErrorBoard:
             while len(self._messages) > self.size:
                 self._messages.popitem(last=False)
 
-    def take(self, request: Any, place: str) -> tuple[str, bool]:
-        """The message left for this session and place (and whether the image was unreadable), then forgotten."""
+    def pop(self, request: Any, place: str) -> tuple[str, bool] | None:
+        """The message left for this session and place (and whether the image was unreadable), then forgotten;
+        None when there is none."""
         with self._lock:
-            found = self._messages.pop((getattr(request, "session_hash", None) or "", place), None)
-        return found or (FALLBACK, False)
+            return self._messages.pop((getattr(request, "session_hash", None) or "", place), None)
+
+    def take(self, request: Any, place: str) -> tuple[str, bool]:
+        """``pop``, with a general message when the failure left none."""
+        return self.pop(request, place) or (FALLBACK, False)
 
 
 FALLBACK = "That did not work; please try again."
